@@ -1,0 +1,247 @@
+"""Per-class settings of NSA as data, and how users override them.
+
+The table reproduces the authors' settings (REFERENCE section 5, the paper's Table 4 and section 4.1).
+Half-width fractions are of the image side; the paper's full widths are twice these.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import PresetError
+
+CLONE_MODES = ("normal", "mixed")
+RESIZE_CLIPS = ("code", "paper")
+LABEL_MODES = ("binary", "continuous", "intensity", "logistic")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Everything that varies between classes: synthetic-task geometry, transforms and schedule."""
+
+    name: str
+    kind: str = "object"                      # object | texture | xray
+    half_h: tuple[float, float] = (0.03, 0.40)  # min, max half-height as a fraction of the image height
+    half_w: tuple[float, float] = (0.03, 0.40)  # min, max half-width as a fraction of the image width
+    n_max: int = 3                            # first patch always, each further one with probability 1/2
+    logistic: tuple[float, float] = (1 / 12, 24.0)  # (k, y0) of the logistic label
+    background: tuple[float, float] | None = None    # (b, t): object where |mean(x) - b| > t
+    t_object: float = 0.70
+    t_overlap: float = 0.25
+    epochs: int = 320
+    clone: str = "normal"                     # normal | mixed
+    resize_bounds: tuple[float, float] = (0.7, 1.3)
+    gamma: tuple[float, float, float] = (2.0, 0.05, 0.03)  # shape, scale, offset of the half-width draw
+    resize_clip: str = "code"                 # code: clip full size to half-width bounds; paper: eq. (9)
+    max_tries: int = 200                      # per patch, for the source and for the destination
+    min_mask_pixels: int = 50                 # Poisson masks with fewer positive pixels are skipped
+    label_tol: int = 1                        # mean absolute change (grey levels) for a positive label
+    ensure_label: int = 0                     # extra attempts at a sample whose label came out empty
+    # transforms
+    image_size: int = 256                     # images are resized once to this side
+    center_crop: int | None = 230             # then centre-cropped (objects) ...
+    crop: int = 224                           # ... and randomly cropped to this side
+    rotation: float = 0.0                     # +- degrees, before cropping
+    vflip: bool = False                       # random vertical flip (textures)
+    channels: int = 3
+    normalize: str = "imagenet"               # imagenet | none, applied after the synthetic anomaly
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    @property
+    def uses_object_masks(self) -> bool:
+        return self.background is not None
+
+    def replace(self, **changes: Any) -> "Preset":
+        """A copy with fields changed; unknown fields and wrong values raise PresetError."""
+        unknown = sorted(set(changes) - FIELD_NAMES)
+        if unknown:
+            raise PresetError(
+                f"unknown preset field(s) {unknown}; valid fields are {sorted(FIELD_NAMES)}.")
+        return dataclasses.replace(self, **{k: _coerce(k, v) for k, v in changes.items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELD_NAMES = frozenset(f.name for f in fields(Preset))
+_HINTS = typing.get_type_hints(Preset)
+
+
+def _validate(p: Preset) -> None:
+    def bad(msg: str) -> PresetError:
+        return PresetError(f"preset {p.name!r}: {msg}")
+
+    for key in ("half_h", "half_w"):
+        lo, hi = getattr(p, key)
+        if not 0 < lo <= hi < 0.5:
+            raise bad(f"{key} must satisfy 0 < min <= max < 0.5 (fractions of the side), got {(lo, hi)}")
+    if p.n_max < 1:
+        raise bad(f"n_max must be >= 1, got {p.n_max}")
+    if p.clone not in CLONE_MODES:
+        raise bad(f"clone must be one of {CLONE_MODES}, got {p.clone!r}")
+    if p.resize_clip not in RESIZE_CLIPS:
+        raise bad(f"resize_clip must be one of {RESIZE_CLIPS}, got {p.resize_clip!r}")
+    if not 0 < p.resize_bounds[0] <= p.resize_bounds[1]:
+        raise bad(f"resize_bounds must satisfy 0 < low <= high, got {p.resize_bounds}")
+    if p.channels not in (1, 3):
+        raise bad(f"channels must be 1 or 3, got {p.channels}")
+    if p.normalize not in ("imagenet", "none"):
+        raise bad(f"normalize must be 'imagenet' or 'none', got {p.normalize!r}")
+    if p.max_tries < 1 or p.ensure_label < 0:
+        raise bad("max_tries must be >= 1 and ensure_label >= 0")
+    if p.center_crop is not None and not p.crop <= p.center_crop <= p.image_size:
+        raise bad(f"need crop <= center_crop <= image_size, got {p.crop}, {p.center_crop}, {p.image_size}")
+    if p.center_crop is None and p.crop > p.image_size:
+        raise bad(f"crop {p.crop} is larger than image_size {p.image_size}")
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Convert a value from JSON, YAML or the command line to the field's type."""
+    hint = _HINTS[name]
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    optional = type(None) in args and origin in (typing.Union, getattr(__import__("types"), "UnionType", ()))
+    if optional:
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            return None
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    try:
+        if isinstance(value, str) and (origin is tuple or hint in (int, float, bool)):
+            value = json.loads(value if not ("," in value and not value.startswith("[")) else f"[{value}]")
+        if origin is tuple:
+            if len(value) != len(args):
+                raise ValueError(f"expected {len(args)} numbers")
+            return tuple(float(v) for v in value)
+        if hint is bool:
+            if not isinstance(value, bool):
+                raise ValueError("expected true or false")
+            return value
+        if hint is int:
+            if float(value) != int(value):
+                raise ValueError("expected an integer")
+            return int(value)
+        if hint is float:
+            return float(value)
+        return str(value)
+    except (ValueError, TypeError, json.JSONDecodeError) as err:
+        raise PresetError(
+            f"preset field {name!r}: cannot use {value!r} ({err}); expected {hint}.") from None
+
+
+OBJECTS = ("bottle", "cable", "capsule", "hazelnut", "metal_nut", "pill", "screw", "toothbrush",
+           "transistor", "zipper")
+TEXTURES = ("carpet", "grid", "leather", "tile", "wood")
+
+_BRIGHT, _DARK = (200.0, 60.0), (20.0, 20.0)
+_TEXTURE = dict(kind="texture", n_max=4, clone="mixed", resize_bounds=(0.5, 2.0), image_size=264,
+                center_crop=None, crop=256, vflip=True, logistic=(1 / 3, 7.0))
+
+
+def _table() -> dict[str, Preset]:
+    rows = {
+        "bottle": dict(background=_BRIGHT, rotation=5.0),
+        "cable": dict(half_h=(0.05, 0.40), half_w=(0.05, 0.40)),
+        "capsule": dict(half_h=(0.03, 0.15), logistic=(1 / 2, 4.0), background=_BRIGHT),
+        "hazelnut": dict(half_h=(0.03, 0.35), half_w=(0.03, 0.35), background=_DARK, epochs=560,
+                         rotation=5.0),
+        "metal_nut": dict(logistic=(1 / 3, 7.0), background=_DARK, t_object=0.5, epochs=560, rotation=5.0),
+        "pill": dict(half_h=(0.03, 0.20), logistic=(1 / 3, 7.0), background=_DARK),
+        "screw": dict(half_h=(0.03, 0.12), half_w=(0.03, 0.12), n_max=4, logistic=(1.0, 3.0),
+                      background=_BRIGHT, t_object=0.5, epochs=560, rotation=5.0),
+        "toothbrush": dict(half_w=(0.03, 0.20), logistic=(1 / 6, 15.0), background=_DARK, t_object=0.25),
+        "transistor": dict(logistic=(1 / 6, 15.0)),
+        "zipper": dict(half_w=(0.03, 0.20), n_max=4, logistic=(1 / 6, 15.0), background=_BRIGHT),
+        "carpet": dict(_TEXTURE),
+        "grid": dict(_TEXTURE),
+        "leather": dict(_TEXTURE),
+        "tile": dict(_TEXTURE),
+        "wood": dict(_TEXTURE, logistic=(1 / 6, 15.0)),
+        "chest_xray": dict(kind="xray", logistic=(1 / 2, 4.0), background=(0.0, 20.0), t_overlap=0.70,
+                           epochs=240, clone="mixed", gamma=(2.0, 0.03, 0.05), rotation=3.0, channels=1,
+                           normalize="none"),
+    }
+    return {name: Preset(name=name, **row) for name, row in rows.items()}
+
+
+PRESETS: dict[str, Preset] = _table()
+
+
+def get_preset(name: str) -> Preset:
+    """The preset of a class; ``generic`` (no object masks, object transforms) for users' own data."""
+    if name == "generic":
+        return Preset(name="generic")
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise PresetError(
+            f"unknown preset {name!r}; known presets are {sorted(PRESETS) + ['generic']}. "
+            "Use 'generic' for your own data and override fields with --set or --preset-file.") from None
+
+
+def load_overrides(path: str | Path) -> dict[str, Any]:
+    """Read a JSON or YAML mapping of preset fields to values."""
+    path = Path(path)
+    if not path.is_file():
+        raise PresetError(f"preset file {str(path)!r} does not exist; pass a .json or .yaml file.")
+    text = path.read_text()
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml  # optional: only YAML files need it
+
+        data = yaml.safe_load(text)
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise PresetError(f"preset file {str(path)!r} is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise PresetError(
+            f"preset file {str(path)!r}: expected a mapping of field names to values, got {type(data).__name__}.")
+    return data
+
+
+def parse_set(items: list[str] | None) -> dict[str, Any]:
+    """Parse ``--set field=value`` items into a mapping (values are coerced later)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise PresetError(f"--set expects field=value, got {item!r} (e.g. --set n_max=4).")
+        out[key.strip().replace("-", "_")] = value.strip()
+    return out
+
+
+def add_preset_args(parser: argparse.ArgumentParser) -> None:
+    """Arguments shared by every command that resolves a preset."""
+    g = parser.add_argument_group("preset")
+    g.add_argument("--category", required=True,
+                   help="class folder under --data, e.g. bottle; also picks the preset of that name")
+    g.add_argument("--preset", help="preset to use when it differs from the category "
+                                    f"(one of {', '.join(sorted(PRESETS))}, generic); default: the "
+                                    "category's preset if there is one, else generic")
+    g.add_argument("--preset-file", help="JSON or YAML mapping of preset fields to override")
+    g.add_argument("--set", action="append", metavar="FIELD=VALUE", default=[],
+                   help="override one preset field, e.g. --set n_max=4 --set half_w=0.03,0.2")
+    g.add_argument("--resize-clip", choices=RESIZE_CLIPS,
+                   help="code: the authors' clip of the resized size to half-width bounds (default); "
+                        "paper: eq. (9) of the paper")
+
+
+def resolve_preset(args: argparse.Namespace) -> Preset:
+    """The class preset with the file overrides, then --set, then named flags applied in that order."""
+    name = args.preset or (args.category if args.category in PRESETS else "generic")
+    preset = get_preset(name)
+    changes: dict[str, Any] = {}
+    if getattr(args, "preset_file", None):
+        changes.update(load_overrides(args.preset_file))
+    changes.update(parse_set(getattr(args, "set", None)))
+    if getattr(args, "resize_clip", None):
+        changes["resize_clip"] = args.resize_clip
+    return preset.replace(**changes) if changes else preset

@@ -1,0 +1,187 @@
+"""Synthetic anomalies from a set of normal images, and ``python -m nsa_fast.synth``.
+
+Randomness: each sample draws from its own generator seeded by (seed, epoch, index), so a sample
+does not depend on which DataLoader worker makes it, nor on how many workers there are.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .blend.opencv import Synthetic, execute_plan
+from .errors import InputError, check_image
+from .presets import LABEL_MODES, Preset, add_preset_args, resolve_preset
+from .sampler import Stats, Task, TASKS, get_task, object_mask, sample_plan
+from .transforms import check_size, train_transform
+
+
+def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The generator of one sample; independent streams for distinct (seed, epoch, index)."""
+    return np.random.default_rng(np.random.SeedSequence([seed, epoch, index]))
+
+
+def synthesize(dst: np.ndarray, src: np.ndarray, preset: Preset, task: Task, label_mode: str,
+               rng: np.random.Generator, dst_obj=None, src_obj=None) -> tuple[Synthetic, Stats]:
+    """One synthetic sample on the CPU (OpenCV executor).
+
+    dst, src: uint8 (H, W, C) of the same shape (src is ignored when the task takes its patch from
+    dst). Object masks are computed from the images when the preset has a background and they are
+    not given. With ``preset.ensure_label`` > 0, a sample whose label is empty is drawn again up to
+    that many times; what happened is counted in the returned stats.
+    """
+    dst = check_image(dst, "destination image")
+    src = dst if task.same_source else check_image(src, "source image")
+    if preset.uses_object_masks:
+        dst_obj = object_mask(dst, preset.background) if dst_obj is None else dst_obj
+        src_obj = dst_obj if task.same_source else (
+            object_mask(src, preset.background) if src_obj is None else src_obj)
+    else:
+        dst_obj = src_obj = None
+    total = Stats()
+    for attempt in range(preset.ensure_label + 1):
+        plan = sample_plan(dst.shape[:2], preset, task, rng, src_obj, dst_obj)
+        total += plan.stats
+        total.samples -= attempt > 0  # a retry is not another sample
+        out = execute_plan(dst, src, plan, label_mode, logistic=preset.logistic,
+                           label_tol=preset.label_tol, src_obj=src_obj, dst_obj=dst_obj)
+        if out.label.any():
+            return out, total
+        if attempt < preset.ensure_label:
+            total.label_retries += 1
+    total.empty_labels += 1
+    return out, total
+
+
+class SyntheticDataset:
+    """Synthetic samples from a list of equally sized uint8 images (a torch-style map dataset).
+
+    Item i uses image i as destination and another image, drawn by the sample's own generator, as
+    source; with ``augment`` each gets its own draw of the preset's training transform first.
+    Items are dicts of numpy arrays: image uint8 (h, w, C), original (the transformed destination),
+    label float32 (h, w), boxes int32 (n_max, 4) padded with -1, index.
+    """
+
+    def __init__(self, images: list[np.ndarray], preset: Preset, task: str = "nsa",
+                 label_mode: str | None = None, seed: int = 0, augment: bool = True):
+        if not images:
+            raise InputError("no images were given; a synthetic dataset needs at least one.")
+        self.images = [check_image(im, f"image {i}") for i, im in enumerate(images)]
+        shapes = {im.shape for im in self.images}
+        if len(shapes) > 1:
+            raise InputError(f"all images must have one shape, got {sorted(shapes)}; resize them first.")
+        self.task = get_task(task)
+        self.label_mode = label_mode or self.task.default_label
+        if self.label_mode not in LABEL_MODES:
+            raise InputError(f"label mode must be one of {LABEL_MODES}, got {self.label_mode!r}.")
+        self.preset, self.seed, self.epoch, self.augment = preset, int(seed), 0, augment
+        if augment:
+            check_size(self.images[0], preset, "the images")
+            self.masks = [None] * len(self.images)  # computed after each draw of the transform
+        else:
+            self.masks = [object_mask(im, preset.background) for im in self.images]
+        self.stats = Stats()
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict:
+        rng = sample_rng(self.seed, self.epoch, index)
+        n = len(self.images)
+        j = index
+        if n > 1 and not self.task.same_source:
+            j = int(rng.integers(n - 1))
+            j += j >= index  # any image but the destination
+        dst, src = self.images[index], self.images[j]
+        if self.augment:
+            dst = train_transform(dst, self.preset, rng)
+            src = dst if j == index else train_transform(src, self.preset, rng)
+        out, stats = synthesize(dst, src, self.preset, self.task, self.label_mode, rng,
+                                self.masks[index], self.masks[j])
+        self.stats += stats
+        boxes = np.full((self.preset.n_max, 4), -1, np.int32)
+        boxes[:len(out.boxes)] = out.boxes
+        return {"image": out.image, "original": dst, "label": out.label, "boxes": boxes,
+                "index": index}
+
+
+GRID_ROWS = 32  # the PNG shows the first samples; the .npz holds all of them
+
+
+def label_to_rgb(label: np.ndarray, vmax: float) -> np.ndarray:
+    """A float label map as an RGB heatmap (inferno), 0..vmax."""
+    scaled = np.clip(label / max(vmax, 1e-6) * 255.0, 0, 255).astype(np.uint8)
+    return cv2.cvtColor(cv2.applyColorMap(scaled, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
+
+
+def figure_grid(originals, synthetics, labels, vmax: float, pad: int = 4) -> np.ndarray:
+    """Rows of (original, synthetic, label) tiles with a white gap, uint8 RGB."""
+    rows = []
+    for orig, syn, lab in zip(originals, synthetics, labels):
+        to_rgb = (lambda a: np.repeat(a, 3, axis=2)) if orig.shape[2] == 1 else (lambda a: a)
+        tiles = [to_rgb(orig), to_rgb(syn), label_to_rgb(lab, vmax)]
+        gap = np.full((orig.shape[0], pad, 3), 255, np.uint8)
+        rows.append(np.concatenate([tiles[0], gap, tiles[1], gap, tiles[2]], axis=1))
+        rows.append(np.full((pad, rows[-1].shape[1], 3), 255, np.uint8))
+    return np.concatenate(rows[:-1], axis=0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .demo import resolve_root
+    from .io import load_train_images, write_image
+
+    ap = argparse.ArgumentParser(prog="python -m nsa_fast.synth",
+                                 description="Write synthetic anomalies of a class as a PNG grid and an .npz.")
+    ap.add_argument("--data", required=True,
+                    help="dataset root in the MVTec layout (ROOT/CLASS/train/good), or 'demo' for the "
+                         "built-in demo data (category demo)")
+    ap.add_argument("--out", required=True, help="output folder")
+    ap.add_argument("-n", type=int, default=16, help="number of samples (default 16)")
+    ap.add_argument("--task", default="nsa", choices=sorted(TASKS))
+    ap.add_argument("--label", choices=LABEL_MODES, help="label mode (default: the task's)")
+    ap.add_argument("--seed", type=int, default=0)
+    add_preset_args(ap)
+    args = ap.parse_args(argv)
+    try:
+        preset = resolve_preset(args)
+        images = load_train_images(resolve_root(args.data), args.category, preset.channels,
+                                   preset.image_size)
+        ds = SyntheticDataset(images, preset, args.task, args.label, args.seed)
+    except (InputError, KeyError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    n = min(args.n, len(ds)) if args.n > 0 else len(ds)
+    items = [ds[i] for i in range(n)]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    labels = np.stack([it["label"] for it in items])
+    vmax = 255.0 if ds.label_mode == "intensity" else 1.0
+    originals = np.stack([it["original"] for it in items])
+    rows = min(n, GRID_ROWS)
+    grid = figure_grid(originals[:rows], [it["image"] for it in items[:rows]], labels[:rows], vmax)
+    write_image(out / "synthetic.png", grid)
+    np.savez_compressed(out / "synthetic.npz", images=np.stack([it["image"] for it in items]),
+                        originals=originals, labels=labels,
+                        boxes=np.stack([it["boxes"] for it in items]))
+    nonempty = int((labels.reshape(n, -1) > 0).any(axis=1).sum())
+    summary = {"preset": preset.name, "task": args.task, "label": ds.label_mode, "samples": n,
+               "nonempty_labels": nonempty, "tried": ds.stats.tried, "accepted": ds.stats.accepted,
+               "skipped": ds.stats.skipped, "rejected_source_tries": ds.stats.rejected_source_tries,
+               "rejected_destination_tries": ds.stats.rejected_destination_tries,
+               "empty_labels": ds.stats.empty_labels, "label_retries": ds.stats.label_retries}
+    (out / "stats.json").write_text(json.dumps(summary, indent=2))
+    print(f"preset {preset.name}, task {args.task}, label {ds.label_mode}")
+    print(ds.stats.summary())
+    print(f"non-empty labels: {nonempty}/{n}; wrote {out / 'synthetic.png'} and {out / 'synthetic.npz'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Shared fixtures: real data when present, texture images from scikit-image, device skips."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+TIRE = SHARED_DATA / "mvtec_3d_ad" / "tire"
+
+
+@pytest.fixture
+def tire_root() -> Path:
+    if not (TIRE / "train" / "good").is_dir():
+        pytest.skip(f"real data not present at {TIRE} (../shared/data is only on the project machines)")
+    return TIRE.parent
+
+
+@pytest.fixture(scope="session")
+def textures() -> list[np.ndarray]:
+    """Freely licensed photos bundled with scikit-image, as uint8 RGB 256x256."""
+    import cv2
+    from skimage import data
+
+    out = []
+    for name in ("astronaut", "coffee", "chelsea", "rocket", "brick", "grass", "gravel"):
+        img = getattr(data, name)()
+        if img.ndim == 2:
+            img = np.repeat(img[..., None], 3, axis=2)
+        out.append(cv2.resize(img, (256, 256), interpolation=cv2.INTER_AREA))
+    return out
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(20261128)
+
+
+def disc_object(shape, center, radius) -> np.ndarray:
+    """A bool disc: a stand-in object mask."""
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    return (yy - center[0]) ** 2 + (xx - center[1]) ** 2 <= radius ** 2

@@ -1,0 +1,198 @@
+"""disk_median must equal scipy's median_filter(footprint=disk(r), mode='nearest') exactly."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+from skimage.morphology import disk
+
+from nsa_fast.median import disk_median
+
+SEED = 20261128
+
+
+def scipy_median(values: np.ndarray, radius: int) -> np.ndarray:
+    return ndi.median_filter(values, footprint=disk(radius), mode="nearest")
+
+
+def brute_median(values: np.ndarray, radius: int) -> np.ndarray:
+    """An independent reference: sort each edge-padded disk window explicitly."""
+    fp = disk(radius).astype(bool)
+    p = np.pad(values, radius, mode="edge")
+    h, w = values.shape
+    out = np.empty_like(values)
+    for y in range(h):
+        for x in range(w):
+            window = p[y:y + 2 * radius + 1, x:x + 2 * radius + 1][fp]
+            out[y, x] = np.sort(window)[window.size // 2]
+    return out
+
+
+def channel_diff_sum(shape, rng, dtype) -> np.ndarray:
+    """Random values as the real maps hold them: sum of 3 channel |differences|.
+
+    That gives 0..765, which only fits uint16. For uint8, one channel (0..255) is used.
+    """
+    a = rng.integers(0, 256, (3, *shape))
+    b = rng.integers(0, 256, (3, *shape))
+    d = np.abs(a - b)
+    return (d.sum(0) if dtype == np.uint16 else d[0]).astype(dtype)
+
+
+def sparse_rect(shape, rng, dtype) -> np.ndarray:
+    """Mostly zero, with a random rectangle of smooth-ish values plus noise, as in the crops."""
+    h, w = shape
+    top = np.iinfo(dtype).max if dtype == np.uint8 else 765
+    out = np.zeros(shape, dtype)
+    y0, x0 = int(rng.integers(0, h)), int(rng.integers(0, w))
+    y1, x1 = int(rng.integers(y0 + 1, h + 1)), int(rng.integers(x0 + 1, w + 1))
+    yy, xx = np.mgrid[y0:y1, x0:x1]
+    smooth = top / 2 + top / 3 * np.sin(yy / 7.0) * np.cos(xx / 5.0)
+    noisy = smooth + rng.normal(0, top / 20, smooth.shape)
+    out[y0:y1, x0:x1] = np.clip(np.rint(noisy), 0, top).astype(dtype)
+    return out
+
+
+MAKERS = {"random": channel_diff_sum, "sparse_rect": sparse_rect}
+SHAPES = [(1, 1), (1, 50), (50, 1), (13, 7), (7, 13), (30, 30), (90, 90), (256, 256)]
+
+
+@pytest.mark.parametrize("radius", [5, 2, 3])
+@pytest.mark.parametrize("kind", sorted(MAKERS))
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16], ids=["uint8", "uint16"])
+@pytest.mark.parametrize("shape", SHAPES, ids=[f"{h}x{w}" for h, w in SHAPES])
+def test_equals_scipy(shape, dtype, kind, radius):
+    rng = np.random.default_rng([SEED, *shape, np.dtype(dtype).itemsize, len(kind), radius])
+    values = MAKERS[kind](shape, rng, dtype)
+    before = values.copy()
+
+    got = disk_median(values, radius)
+    want = scipy_median(values, radius)
+
+    assert got.shape == values.shape
+    assert got.dtype == values.dtype
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(values, before)  # the input is left alone
+    assert not np.shares_memory(got, values)
+
+
+@pytest.mark.parametrize("shape", [(90, 90), (110, 70)])
+def test_typical_crop_has_nonzero_medians(shape):
+    """On a realistic crop the filter must find the inner values, not just return zeros."""
+    rng = np.random.default_rng(SEED)
+    values = np.zeros(shape, np.uint16)
+    values[15:70, 12:60] = channel_diff_sum((55, 48), rng, np.uint16) // 4 + 200
+    got = disk_median(values)
+    np.testing.assert_array_equal(got, scipy_median(values, 5))
+    assert got[40, 35] > 0
+    assert got[0, 0] == 0
+    assert (got > 0).sum() > 1500
+
+
+def test_matches_brute_force_small():
+    """scipy is the reference; this also checks the reference against explicit sorting."""
+    rng = np.random.default_rng(SEED)
+    values = channel_diff_sum((17, 23), rng, np.uint16)
+    for radius in (1, 2, 5, 7):
+        want = brute_median(values, radius)
+        np.testing.assert_array_equal(disk_median(values, radius), want)
+        np.testing.assert_array_equal(scipy_median(values, radius), want)
+
+
+def test_footprint_is_a_disk_not_a_square():
+    """A square window gives a different answer here, so the test data can tell them apart."""
+    rng = np.random.default_rng(SEED)
+    values = channel_diff_sum((40, 40), rng, np.uint16)
+    got = disk_median(values, 5)
+    square = ndi.median_filter(values, size=11, mode="nearest")
+    assert np.count_nonzero(got != square) > 100
+    np.testing.assert_array_equal(got, scipy_median(values, 5))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 50), (50, 1), (90, 90)])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_all_zero_and_constant(shape, dtype):
+    zeros = np.zeros(shape, dtype)
+    got = disk_median(zeros)
+    assert got.dtype == dtype and got.shape == shape and not got.any()
+
+    const = np.full(shape, 123, dtype)
+    np.testing.assert_array_equal(disk_median(const), const)
+
+
+def test_isolated_nonzero_pixels_are_removed_and_a_big_block_is_kept():
+    values = np.zeros((60, 60), np.uint16)
+    values[5, 5] = values[30, 50] = 700  # speckle: far fewer than 41 non-zeros around
+    values[20:45, 10:35] = 300
+    got = disk_median(values)
+    np.testing.assert_array_equal(got, scipy_median(values, 5))
+    assert got[5, 5] == 0 and got[30, 50] == 0
+    assert got[32, 22] == 300
+
+
+def test_full_uint16_range():
+    rng = np.random.default_rng(SEED)
+    values = rng.integers(0, 65536, (37, 41)).astype(np.uint16)
+    np.testing.assert_array_equal(disk_median(values), scipy_median(values, 5))
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.int64, np.uint32])
+def test_other_integer_dtypes(dtype):
+    rng = np.random.default_rng(SEED)
+    info = np.iinfo(dtype)
+    lo, hi = max(info.min, -70000), min(info.max, 70000)
+    values = rng.integers(lo, hi, (29, 31), endpoint=True).astype(dtype)
+    values[:10] = 0
+    got = disk_median(values, 4)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, scipy_median(values, 4))
+
+
+def test_non_contiguous_input():
+    rng = np.random.default_rng(SEED)
+    base = channel_diff_sum((80, 90), rng, np.uint16)
+    for view in (base[::-1, ::2], base.T, np.asfortranarray(base), base[3:70, 5:60]):
+        np.testing.assert_array_equal(disk_median(view), scipy_median(view, 5))
+
+
+def test_radius_zero_is_identity_and_default_is_five():
+    rng = np.random.default_rng(SEED)
+    values = channel_diff_sum((21, 19), rng, np.uint16)
+    np.testing.assert_array_equal(disk_median(values, 0), values)
+    np.testing.assert_array_equal(disk_median(values), disk_median(values, 5))
+    assert not np.array_equal(disk_median(values, 5), disk_median(values, 2))
+
+
+def test_nested_list_is_accepted():
+    values = [[0, 5, 9], [3, 3, 3], [700, 1, 2]]
+    np.testing.assert_array_equal(disk_median(values, 1), scipy_median(np.array(values), 1))
+
+
+@pytest.mark.parametrize(
+    "bad, pattern",
+    [
+        (np.zeros(5, np.uint16), r"2-D.*got 1-D"),
+        (np.zeros((3, 4, 3), np.uint16), r"2-D.*got 3-D.*\(3, 4, 3\)"),
+        (np.uint16(7), r"2-D.*got 0-D"),
+        (np.zeros((5, 5), np.float32), r"integer.*float32"),
+        (np.zeros((5, 5), np.float64), r"integer.*float64"),
+        (np.zeros((5, 5), bool), r"integer.*bool"),
+        (np.zeros((5, 5), np.complex64), r"integer.*complex64"),
+    ],
+    ids=["1d", "3d", "scalar", "float32", "float64", "bool", "complex"],
+)
+def test_bad_values_raise(bad, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        disk_median(bad)
+
+
+@pytest.mark.parametrize("radius", [-1, 2.5, 5.0, True, "5", None])
+def test_bad_radius_raises(radius):
+    with pytest.raises(ValueError, match="radius must be a non-negative integer"):
+        disk_median(np.zeros((5, 5), np.uint16), radius)
+
+
+def test_numpy_integer_radius_is_accepted():
+    rng = np.random.default_rng(SEED)
+    values = channel_diff_sum((12, 12), rng, np.uint16)
+    np.testing.assert_array_equal(disk_median(values, np.int64(3)), scipy_median(values, 3))

@@ -1,0 +1,159 @@
+import numpy as np
+import pytest
+from scipy import stats as st
+
+from nsa_fast.errors import InputError
+from nsa_fast.presets import Preset, get_preset
+from nsa_fast.sampler import (MIXED, NORMAL, PASTE, TASKS, get_task, object_mask, resized_object_mask,
+                              sample_plan, stack_plans)
+
+from conftest import disc_object
+
+N = 3000
+
+
+def plans(preset, task="nsa", shape=(224, 224), n=N, seed=1, src_obj=None, dst_obj=None):
+    rng = np.random.default_rng(seed)
+    return [sample_plan(shape, preset, get_task(task), rng, src_obj, dst_obj) for _ in range(n)]
+
+
+@pytest.mark.parametrize("n_max", [3, 4])
+def test_patch_count_is_one_plus_binomial(n_max):
+    preset = Preset("t", n_max=n_max)
+    tried = np.array([p.stats.tried for p in plans(preset, "cutpaste")])
+    observed = np.bincount(tried - 1, minlength=n_max)
+    expected = st.binom.pmf(np.arange(n_max), n_max - 1, 0.5) * len(tried)
+    assert observed.sum() == len(tried) and tried.min() >= 1 and tried.max() <= n_max
+    assert st.chisquare(observed, expected).pvalue > 1e-3
+
+
+def test_half_widths_follow_offset_gamma():
+    draws = np.concatenate([p.half_draws for p in plans(Preset("t"), "cutpaste")])
+    assert len(draws) > 3000
+    for column in draws.T:
+        assert st.kstest(column, st.gamma(2, loc=0.03, scale=0.05).cdf).pvalue > 1e-3
+    # and a wrong hypothesis is rejected, so the test has power
+    assert st.kstest(draws[:, 0], st.gamma(2, loc=0.03, scale=0.06).cdf).pvalue < 1e-3
+
+
+def test_source_boxes_are_clipped_half_widths():
+    preset = Preset("t", half_h=(0.05, 0.2), half_w=(0.03, 0.1))
+    for p in plans(preset, "cutpaste", shape=(200, 300), n=500):
+        for (y0, y1, x0, x1), (dh, dw) in zip(p.src_box, p.half_draws):
+            half_h, half_w = int(np.clip(dh * 200, 10, 40)), int(np.clip(dw * 300, 9, 30))
+            # the box is [c - half, c + half) clipped to the image
+            assert y1 - y0 <= 2 * half_h and x1 - x0 <= 2 * half_w
+            assert (y1 - y0 == 2 * half_h) or y0 == 0 or y1 == 200
+            assert (x1 - x0 == 2 * half_w) or x0 == 0 or x1 == 300
+
+
+def test_resized_sizes_respect_code_clip():
+    preset = get_preset("bottle").replace(background=None)
+    lo, hi = round(0.03 * 224), round(0.40 * 224)  # 7, 90: HALF-width bounds bound the full size
+    sizes = np.concatenate([np.diff(p.dst_box[:, :2]).ravel() for p in plans(preset)] +
+                           [np.diff(p.dst_box[:, 2:]).ravel() for p in plans(preset)])
+    assert sizes.min() >= lo and sizes.max() <= hi
+    assert sizes.max() == hi  # the clip is reached: large patches exist and are cut to 90
+
+
+def test_resized_sizes_respect_paper_clip():
+    preset = get_preset("bottle").replace(background=None, resize_clip="paper")
+    lo, hi = 2 * round(0.03 * 224), 2 * round(0.40 * 224)  # full-width bounds of eq. (9)
+    ps = plans(preset)
+    sizes = np.concatenate([np.concatenate([np.diff(p.dst_box[:, :2]), np.diff(p.dst_box[:, 2:])])
+                            for p in ps]).ravel()
+    assert sizes.min() >= lo - 1 and sizes.max() <= hi
+    assert sizes.max() > round(0.40 * 224)  # larger than the code clip allows
+    for p in ps[:300]:  # one scale for both sides: the aspect ratio is kept to rounding
+        sh, sw = np.diff(p.src_box[:, :2]).ravel(), np.diff(p.src_box[:, 2:]).ravel()
+        dh, dw = np.diff(p.dst_box[:, :2]).ravel(), np.diff(p.dst_box[:, 2:]).ravel()
+        assert np.all(np.abs(dh / sh - dw / sw) <= 1 / sh + 1 / sw + 1e-9)
+
+
+def test_accepted_patches_satisfy_object_and_overlap_conditions():
+    preset = get_preset("bottle")
+    shape = (224, 224)
+    src_obj = disc_object(shape, (100, 120), 70)
+    dst_obj = disc_object(shape, (130, 100), 60)
+    ps = plans(preset, shape=shape, n=800, src_obj=src_obj, dst_obj=dst_obj)
+    n = 0
+    for p in ps:
+        for sbox, dbox in zip(p.src_box, p.dst_box):
+            y0, y1, x0, x1 = sbox
+            assert src_obj[y0:y1, x0:x1].mean() > preset.t_object
+            h, w = dbox[1] - dbox[0], dbox[3] - dbox[2]
+            s = resized_object_mask(src_obj, sbox, h, w)
+            assert s.mean() > preset.t_object
+            d = dst_obj[dbox[0]:dbox[1], dbox[2]:dbox[3]]
+            assert (d & s).sum() / s.sum() > preset.t_overlap
+            n += 1
+    assert n > 800
+    total = sum(p.stats.rejected_source_tries for p in ps)
+    assert total > 0  # the disc leaves room for rejections, so the condition was exercised
+
+
+def test_destination_box_lies_inside_with_reference_centre_range():
+    preset = get_preset("carpet")
+    for p in plans(preset, shape=(256, 256), n=500):
+        for y0, y1, x0, x1 in p.dst_box:
+            h, w = y1 - y0, x1 - x0
+            cy, cx = y0 + h // 2, x0 + w // 2
+            assert h // 2 + 1 <= cy < 256 - h // 2 - 1 and w // 2 + 1 <= cx < 256 - w // 2 - 1
+        assert np.all(p.mode == MIXED)
+
+
+def test_modes_and_tasks():
+    bottle = get_preset("bottle").replace(background=None)
+    assert np.all(plans(bottle, n=5)[0].mode == NORMAL)
+    fpi = plans(bottle, "fpi", n=50)
+    assert all(np.array_equal(p.src_box, p.dst_box) for p in fpi)  # FPI: same place, same size
+    fp = plans(bottle, "fpi-poisson", n=50)
+    assert all(p.mask_value == int(np.ceil(255 * p.factor)) and np.all(p.mode == MIXED) for p in fp)
+    cp = plans(bottle, "cutpaste", n=50)
+    assert all(np.all(p.mode == PASTE) for p in cp)
+    assert all(np.array_equal(np.diff(p.src_box)[:, ::2], np.diff(p.dst_box)[:, ::2]) for p in cp)
+
+
+def test_all_background_is_skipped_and_counted():
+    preset = get_preset("bottle")
+    empty = np.zeros((224, 224), bool)
+    ps = plans(preset, n=20, src_obj=empty, dst_obj=empty)
+    assert all(p.n_patches == 0 for p in ps)
+    assert sum(p.stats.skipped["source_object"] for p in ps) == sum(p.stats.tried for p in ps) > 20
+    assert sum(p.stats.rejected_source_tries for p in ps) == 200 * sum(p.stats.tried for p in ps)
+
+
+def test_object_mask_thresholds_and_median():
+    img = np.full((64, 64, 3), 230, np.uint8)  # bright background
+    img[20:40, 20:40] = 100                     # object: mean < 140
+    img[5, 5] = 0                               # a speck the 7x7 median removes
+    m = object_mask(img, (200, 60))
+    assert m[30, 30] and not m[5, 5] and not m[0, 0]
+    # 7x7 median: a corner pixel keeps (4+i)(4+j) of 49 neighbours, so 5 pixels per corner go
+    assert m.sum() == 20 * 20 - 4 * 5
+    assert object_mask(img, None) is None
+
+
+def test_stack_plans_concatenates_in_order():
+    ps = plans(Preset("t"), n=10)
+    s = stack_plans(ps)
+    assert len(s["sample"]) == sum(p.n_patches for p in ps)
+    for i, p in enumerate(ps):
+        np.testing.assert_array_equal(s["dst_box"][s["sample"] == i], p.dst_box)
+        np.testing.assert_array_equal(s["round"][s["sample"] == i], np.arange(p.n_patches))
+
+
+def test_same_generator_state_gives_same_plan():
+    a, b = plans(get_preset("screw").replace(background=None), n=30, seed=7), \
+        plans(get_preset("screw").replace(background=None), n=30, seed=7)
+    assert all(np.array_equal(x.dst_box, y.dst_box) and x.factor == y.factor for x, y in zip(a, b))
+
+
+def test_bad_inputs():
+    rng = np.random.default_rng(0)
+    with pytest.raises(InputError, match="too small"):
+        sample_plan((10, 10), Preset("t"), TASKS["nsa"], rng)
+    with pytest.raises(InputError, match=r"expected shape \(64, 64\)"):
+        sample_plan((64, 64), get_preset("bottle"), TASKS["nsa"], rng, np.ones((32, 32)), np.ones((64, 64)))
+    with pytest.raises(InputError, match="both source and destination"):
+        sample_plan((64, 64), get_preset("bottle"), TASKS["nsa"], rng, np.ones((64, 64)), None)
