@@ -10,34 +10,39 @@ How it works
 2. Skip pixels whose median must be 0. The median of an n-element footprint
    is the element of rank ``n // 2``. It can be non-zero only if at least
    ``n - n // 2`` footprint elements are non-zero. A square-window count,
-   which can only be larger than the disk count, finds a bounding box that
-   holds every such pixel. Everything outside the box stays 0. The maps this
-   is written for are mostly zero around an inner rectangle, so this about
-   halves the work for them. Maps with no zero skip the test entirely.
+   which can only be larger than the disk count, marks every such pixel.
+   Only the bounding box of the marked pixels is computed, with a separate
+   column range for each block of rows. Everything else stays 0. The maps
+   this is written for are mostly zero around an inner rectangle, so this
+   about halves the work for them. Maps with no zero skip the test entirely.
 3. Inside the box, copy each pixel's footprint into one contiguous row (one
    copy per footprint row), then call ``ndarray.partition(n // 2)`` on the
    rows in place. On x86 CPUs with AVX-512, numpy >= 2 runs the 16-bit
    sort and partition as vectorised networks (x86-simd-sort). That costs
    about 75 ns per 81-element row, whatever the data. uint8 sorting gets
    no such speed-up, so uint8 input is widened to uint16; uint8 came out
-   about 8x slower. The rows are handled in blocks of about 4096 pixels so
-   the scratch buffer (about 0.6 MiB) stays in L2 cache.
+   about 9x slower. On CPUs without AVX512-ICL, 16-bit partition is scalar
+   and about 6x slower, so there the work dtype is 32-bit instead. The
+   first call picks one by timing both. The rows are handled in blocks of
+   about 4096 pixels so the scratch buffer (0.6-1.3 MiB) stays in L2 cache.
 
 Measurements
 ------------
 Measured one-core (``OMP_NUM_THREADS=1``, numpy 2.4, scipy 1.17, scikit-image
 0.26, Xeon with AVX-512), radius 5, uint16, best-of-7 ms per call. "crop" is
 mostly zero with a smooth inner rectangle (values 0..765). "full" is uniform
-random 0..765::
+random 0..765. "two256" is 256x256 with two separate patches::
 
-                          crop30  crop90  crop110  full90  full256  crop256
-    scipy median_filter    0.46    3.7     5.5      7.4     59       30
-    skimage rank.median    0.22    1.26    1.9      5.0     37       9.7
+                          crop30 crop90 crop110 full90 full256 crop256 two256
+    scipy median_filter    0.44   3.6    5.5     7.3    59      29      18
+    skimage rank.median    0.19   1.25   1.8     4.9    37      9.9     6.1
       (on the edge-padded map, then cropped back)
     81 shifted views +
-      np.partition(axis=0) 0.24    1.9     1.9      1.3     24       22
-    torch unfold+kthvalue  0.70    6.4     8.7      9.6     94       61
-    this module            0.13    0.51    0.72     0.96    7.5      3.3
+      np.partition(axis=0) 0.23   1.9    2.7     1.3    24      25      25
+    torch unfold+kthvalue  0.70   6.4    8.7     9.6    94      61      -
+    this module            0.12   0.51   0.73    0.97   7.4     3.3     2.05
+    this module, AVX2 only 0.14   0.66   0.93    1.26   9.9     4.4     2.5
+      (NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR": 32-bit work)
 
 Approaches compared and not used:
 
@@ -58,6 +63,7 @@ from __future__ import annotations
 
 import functools
 import numbers
+import time
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -67,7 +73,7 @@ __all__ = ["disk_median"]
 
 # Scratch elements per block: about 4096 pixels x 81 footprint elements.
 # At 2 bytes each that is about 0.6 MiB, which stays in L2. Measured on
-# 256x256: 6.7-7.1 ms with blocks vs 9.0 ms for one block of the whole map.
+# 256x256: 6.7-7.5 ms with blocks vs 9.0 ms for one block of the whole map.
 _BLOCK_ELEMENTS = 4096 * 81
 
 
@@ -85,22 +91,57 @@ def _footprint_rows(radius: int) -> tuple[tuple[tuple[int, int, int], ...], int]
     return tuple(rows), int(fp.sum())
 
 
-def _work_dtype(values: np.ndarray) -> np.dtype:
-    """Return the narrowest dtype that holds every value and sorts fast.
+@functools.lru_cache(maxsize=1)
+def _sixteen_bit_partition_is_fast() -> bool:
+    """Check once whether 16-bit partition is at least as fast as 32-bit here.
 
-    16-bit types are the fastest. uint8 sorting has no SIMD path, so uint8
-    is widened as well.
+    numpy's vectorised 16-bit sort needs AVX512-ICL (AVX512_VBMI2). Without
+    it, uint16 falls back to scalar introselect, measured at about 710 ns
+    per 81-element row vs about 110 ns for uint32, which still has
+    AVX2/AVX-512 code (checked with
+    ``NPY_DISABLE_CPU_FEATURES="AVX512_ICL AVX512_SPR"``). On AVX512-ICL,
+    uint16 takes about 80 ns. A 1 ms timing on the first call avoids
+    depending on numpy's private CPU-feature table and covers non-x86 CPUs.
+    Both choices give the same result.
+    """
+    sample = np.random.default_rng(0).integers(0, 766, (256, 81))
+    best = {}
+    for dt in (np.uint16, np.uint32):
+        a = sample.astype(dt)
+        t = float("inf")
+        for _ in range(5):
+            b = a.copy()
+            t0 = time.perf_counter()
+            b.partition(40, axis=1)
+            t = min(t, time.perf_counter() - t0)
+        best[dt] = t
+    return best[np.uint16] <= best[np.uint32]
+
+
+def _work_dtype(values: np.ndarray) -> np.dtype:
+    """Return a dtype that holds every value and partitions fastest.
+
+    That is 16-bit, or 32-bit where 16-bit has no SIMD sort. uint8 sorting
+    has no SIMD path anywhere, so uint8 is always widened.
     """
     dt = values.dtype
-    if dt in (np.uint8, np.uint16, np.int16):
-        return np.dtype(np.uint16) if dt == np.uint8 else dt
-    if values.size == 0:
+    if dt in (np.uint8, np.uint16):
+        lo, hi = 0, 0xFFFF
+    elif dt in (np.int8, np.int16):
+        lo, hi = -0x8000, 0x7FFF
+    elif values.size == 0:
         return dt
-    lo, hi = int(values.min()), int(values.max())
+    else:
+        lo, hi = int(values.min()), int(values.max())
+    fast16 = _sixteen_bit_partition_is_fast()
     if 0 <= lo and hi <= 0xFFFF:
-        return np.dtype(np.uint16)
+        return np.dtype(np.uint16 if fast16 else np.uint32)
     if -0x8000 <= lo and hi <= 0x7FFF:
-        return np.dtype(np.int16)
+        return np.dtype(np.int16 if fast16 else np.int32)
+    if 0 <= lo and hi <= 0xFFFFFFFF:
+        return np.dtype(np.uint32)
+    if -0x80000000 <= lo and hi <= 0x7FFFFFFF:
+        return np.dtype(np.int32)
     return dt
 
 

@@ -35,9 +35,3 @@ def textures() -> list[np.ndarray]:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(20261128)
-
-
-def disc_object(shape, center, radius) -> np.ndarray:
-    """A bool disc: a stand-in object mask."""
-    yy, xx = np.mgrid[:shape[0], :shape[1]]
-    return (yy - center[0]) ** 2 + (xx - center[1]) ** 2 <= radius ** 2

@@ -192,6 +192,35 @@ def test_bad_radius_raises(radius):
         disk_median(np.zeros((5, 5), np.uint16), radius)
 
 
+@pytest.mark.parametrize("fast16", [True, False], ids=["16bit-work", "32bit-work"])
+def test_both_work_dtypes_agree(monkeypatch, fast16):
+    """The 32-bit path is what CPUs without AVX512-ICL take; run it here too."""
+    from nsa_fast import median
+
+    monkeypatch.setattr(median, "_sixteen_bit_partition_is_fast", lambda: fast16)
+    rng = np.random.default_rng(SEED)
+    for make in (channel_diff_sum, sparse_rect):
+        v = make((47, 61), rng, np.uint16)  # 0..765
+        for values in (v, (v // 3).astype(np.uint8), v.astype(np.int16) - 300):
+            got = disk_median(values)
+            assert got.dtype == values.dtype
+            np.testing.assert_array_equal(got, scipy_median(values, 5))
+    assert median._work_dtype(np.zeros((2, 2), np.uint16)) == (np.uint16 if fast16 else np.uint32)
+
+
+def test_separate_patches_far_apart():
+    """Row blocks between and beside the patches are skipped; the patches must survive."""
+    rng = np.random.default_rng(SEED)
+    values = np.zeros((256, 256), np.uint16)
+    values[10:60, 0:60] = channel_diff_sum((50, 60), rng, np.uint16)
+    values[150:200, 180:256] = 500 + channel_diff_sum((50, 76), rng, np.uint16) // 8
+    for radius in (5, 9):
+        got = disk_median(values, radius)
+        np.testing.assert_array_equal(got, scipy_median(values, radius))
+        assert got[35, 30] > 0 and got[175, 220] >= 500
+        assert not got[100].any()
+
+
 def test_numpy_integer_radius_is_accepted():
     rng = np.random.default_rng(SEED)
     values = channel_diff_sum((12, 12), rng, np.uint16)

@@ -7,7 +7,7 @@ from nsa_fast.presets import Preset, get_preset
 from nsa_fast.sampler import (MIXED, NORMAL, PASTE, TASKS, get_task, object_mask, resized_object_mask,
                               sample_plan, stack_plans)
 
-from conftest import disc_object
+from _support import disc_object
 
 N = 3000
 
