@@ -70,3 +70,23 @@ def agreement(ours: np.ndarray, ref: np.ndarray, dst: np.ndarray):
     if d.size == 0:
         return 1.0, 0, 0
     return float((d <= 1).mean()), int(d.max()), int(d.size)
+
+
+def objects_on_background(n, size=224, seed=0):
+    """uint8 RGB images of a textured disc (a scikit-image photo, darkened) on a bright background,
+    like the bottle class: object masks with background (200, 60) find the disc."""
+    import cv2
+    from skimage import data
+
+    rng = np.random.default_rng(seed)
+    photos = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
+    out = []
+    yy, xx = np.mgrid[:size, :size]
+    for i in range(n):
+        img = np.clip(rng.normal(225, 4, (size, size, 3)), 0, 255).astype(np.uint8)
+        tex = (cv2.resize(photos[i % 4], (size, size), interpolation=cv2.INTER_AREA) * 0.5).astype(np.uint8)
+        cy, cx = size // 2 + rng.integers(-8, 9, size=2)
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= (size * 0.36 + i % 7) ** 2
+        img[disc] = tex[disc]
+        out.append(img)
+    return out

@@ -158,10 +158,15 @@ def poisson_system(src, dst, mask, layout: Layout, mode, items: torch.Tensor | N
     w_src = eroded / 255.0
     w_dst = (255.0 - eroded) / 255.0
     sgx, sgy, dgx, dgy = _fwd(s, -1), _fwd(s, -2), _fwd(d, -1), _fwd(d, -2)
-    mode = torch.as_tensor(np.array(mode, np.int64), device=dev).reshape(-1, 1, 1, 1)
-    take_src = (mode == NORMAL) | ((sgx - sgy).abs() > (dgx - dgy).abs())
-    gx = torch.where(take_src, sgx, dgx) * w_src + dgx * w_dst
-    gy = torch.where(take_src, sgy, dgy) * w_src + dgy * w_dst
+    mode = np.asarray(mode, np.int64)
+    if (mode == NORMAL).all():  # host-side metadata: skip the MIXED rule when no item needs it
+        px, py = sgx, sgy
+    else:
+        normal = torch.as_tensor(mode == NORMAL, device=dev).reshape(-1, 1, 1, 1)
+        take_src = normal | ((sgx - sgy).abs() > (dgx - dgy).abs())
+        px, py = torch.where(take_src, sgx, dgx), torch.where(take_src, sgy, dgy)
+    gx = px * w_src + dgx * w_dst
+    gy = py * w_src + dgy * w_dst
     lap = _bwd(gx, -1) + _bwd(gy, -2)
     # Dirichlet boundary: the ROI's outer ring keeps the destination; its values move to the rhs.
     h = rs[:, 1] - rs[:, 0]

@@ -15,15 +15,31 @@ import torch
 import torch.nn.functional as F
 
 
-def _dst_matrices(n: torch.Tensor, N: int, dtype) -> torch.Tensor:
-    """(B, N, N) DST-I matrices sin(pi (i+1)(k+1) / (n+1)), zero beyond each item's n."""
-    i = torch.arange(1, N + 1, device=n.device, dtype=torch.int64)
-    prod = i[:, None] * i[None, :]
-    period = 2 * (n + 1)[:, None, None]
-    # Reduce the angle exactly in integers before the sine: (i k) mod 2(n+1).
-    ang = torch.remainder(prod[None], period).to(torch.float64) * (math.pi / (n + 1).to(torch.float64))[:, None, None]
-    inside = (i[None, :, None] <= n[:, None, None]) & (i[None, None, :] <= n[:, None, None])
-    return (torch.sin(ang) * inside).to(dtype)
+_DST_CACHE: dict[tuple[int, int, str], torch.Tensor] = {}
+_DST_CACHE_MAX = 512  # entries of at most N x N float32 each
+
+
+def _dst_matrix(n: int, N: int, device: torch.device) -> torch.Tensor:
+    """The n x n DST-I matrix sin(pi (i+1)(k+1) / (n+1)), zero-padded to N x N, cached."""
+    key = (n, N, str(device))
+    m = _DST_CACHE.get(key)
+    if m is None:
+        i = torch.arange(1, N + 1, device=device, dtype=torch.int64)
+        # Reduce the angle exactly in integers before the sine: (i k) mod 2(n+1).
+        prod = torch.remainder(i[:, None] * i[None, :], 2 * (n + 1))
+        inside = (i[:, None] <= n) & (i[None, :] <= n)
+        m = (torch.sin(prod.to(torch.float64) * (math.pi / (n + 1))) * inside).to(torch.float32)
+        if len(_DST_CACHE) >= _DST_CACHE_MAX:
+            _DST_CACHE.clear()
+        _DST_CACHE[key] = m
+    return m
+
+
+def _dst_matrices(n: np.ndarray, N: int, device: torch.device) -> torch.Tensor:
+    """(B, N, N) DST-I matrices for the host sizes n (B,)."""
+    uniq, inverse = np.unique(n, return_inverse=True)
+    table = torch.stack([_dst_matrix(int(k), N, device) for k in uniq])
+    return table[torch.as_tensor(inverse, device=device)]
 
 
 def _eigen(n: torch.Tensor, N: int) -> torch.Tensor:
@@ -41,9 +57,10 @@ def dst_solve(rhs: torch.Tensor, guess: torch.Tensor, sizes: np.ndarray) -> torc
     B, C, R, K = rhs.shape
     if R == 0 or K == 0:
         return rhs.clone()
-    n = torch.as_tensor(np.asarray(sizes, np.int64), device=rhs.device)
-    Sr = _dst_matrices(n[:, 0], R, torch.float32)[:, None]
-    Sc = _dst_matrices(n[:, 1], K, torch.float32)[:, None]
+    sizes = np.asarray(sizes, np.int64)
+    n = torch.as_tensor(sizes, device=rhs.device)
+    Sr = _dst_matrices(sizes[:, 0], R, rhs.device)[:, None]
+    Sc = _dst_matrices(sizes[:, 1], K, rhs.device)[:, None]
     fy, fx = _eigen(n[:, 0], R), _eigen(n[:, 1], K)
     denom = (fx[:, None, :] + fy[:, :, None]) - 4.0
     # Beyond an item's size the eigenvalue formula can reach 0 (cos 2pi); those entries are zero.

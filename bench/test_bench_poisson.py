@@ -1,0 +1,137 @@
+"""Poisson blending of 64 NSA-sized problems, and a whole synthetic batch of 64.
+
+OpenCV's loop and the batched solvers run in the same session on the same problems.
+Run: pytest bench/ --benchmark-only   (CUDA rows are skipped without a GPU)
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from nsa_fast.blend.batched import BatchedExecutor, resize_patches
+from nsa_fast.blend.opencv import clone_center, execute_plan, poisson_mask, resize_patch, seamless_clone
+from nsa_fast.blend.poisson import seamless_clone_batch
+from nsa_fast.blend.solvers import SOLVERS
+from nsa_fast.presets import get_preset
+from nsa_fast.sampler import get_task, object_mask, sample_plan
+
+B = 64
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture(scope="module")
+def nsa_batch(bottle_like):
+    """64 bottle-preset plans at 224 px with their images and object masks."""
+    preset = get_preset("bottle")
+    rng = np.random.default_rng(0)
+    dst = np.stack([bottle_like[i % len(bottle_like)] for i in range(B)])
+    src = np.stack([bottle_like[(i + 3) % len(bottle_like)] for i in range(B)])
+    so = [object_mask(s, preset.background) for s in src]
+    do = [object_mask(d, preset.background) for d in dst]
+    plans = [sample_plan((224, 224), preset, get_task("nsa"), rng, so[i], do[i]) for i in range(B)]
+    return preset, dst, src, so, do, plans
+
+
+@pytest.fixture(scope="module")
+def problems(nsa_batch):
+    """The first patch of each plan as a stand-alone clone problem (patch, mask, centre)."""
+    _, dst, src, _, _, plans = nsa_batch
+    rows = [(i, p) for i, p in enumerate(plans) if p.n_patches][:B]
+    H = max(int(p.dst_box[0, 1] - p.dst_box[0, 0]) for _, p in rows)
+    W = max(int(p.dst_box[0, 3] - p.dst_box[0, 2]) for _, p in rows)
+    patches = np.zeros((len(rows), H, W, 3), np.uint8)
+    masks = np.zeros((len(rows), H, W), np.uint8)
+    sizes, centers, items = [], [], []
+    for k, (i, p) in enumerate(rows):
+        y0, y1, x0, x1 = p.dst_box[0]
+        h, w = int(y1 - y0), int(x1 - x0)
+        s = p.src_box[0]
+        patches[k, :h, :w] = resize_patch(src[i][s[0]:s[1], s[2]:s[3]], h, w)
+        masks[k, :h, :w] = poisson_mask(h, w, 255)
+        sizes.append((h, w))
+        centers.append(clone_center(p.dst_box[0]))
+        items.append(i)
+    return dict(patches=patches, masks=masks, sizes=np.array(sizes), centers=np.array(centers),
+                dst=dst[items], modes=np.full(len(rows), 2))
+
+
+def opencv_loop(pr):
+    return [seamless_clone(pr["patches"][k, :h, :w], pr["dst"][k], pr["masks"][k, :h, :w],
+                           tuple(int(v) for v in pr["centers"][k]), 2)
+            for k, (h, w) in enumerate(pr["sizes"])]
+
+
+def batched(pr, device, solver):
+    t = {k: torch.from_numpy(pr[k]).to(device) for k in ("patches", "dst", "masks")}
+    roi = np.stack([np.ones(len(pr["sizes"])), pr["sizes"][:, 0] - 1, np.ones(len(pr["sizes"])),
+                    pr["sizes"][:, 1] - 1], 1).astype(np.int64)
+
+    def run():
+        out = seamless_clone_batch(t["patches"], t["dst"], t["masks"], pr["centers"], pr["modes"],
+                                   sizes=pr["sizes"], solver=solver, roi_src=roi)
+        if device == "cuda":
+            torch.cuda.synchronize()  # time the work, not the launch
+        return out
+    return run
+
+
+def test_solve_opencv_loop(benchmark, problems):
+    benchmark.group = "Poisson: 64 bottle-preset problems at 224 px"
+    out = benchmark(opencv_loop, problems)
+    assert len(out) == len(problems["sizes"])
+
+
+@pytest.mark.parametrize("solver", ["dst", "sor"])
+def test_solve_batched_cpu(benchmark, problems, solver):
+    benchmark.group = "Poisson: 64 bottle-preset problems at 224 px"
+    run = batched(problems, "cpu", SOLVERS[solver])
+    out = benchmark.pedantic(run, rounds=3 if solver == "sor" else 10, warmup_rounds=1)
+    ref = np.stack(opencv_loop(problems))
+    assert np.abs(out.numpy().astype(int) - ref).max() <= 1
+
+
+@CUDA
+@pytest.mark.parametrize("solver", ["dst", "sor", "jacobi"])
+def test_solve_batched_cuda(benchmark, problems, solver):
+    from nsa_fast.blend.cuda import CUDA_SOLVERS
+
+    benchmark.group = "Poisson: 64 bottle-preset problems at 224 px"
+    run = batched(problems, "cuda", SOLVERS["dst"] if solver == "dst" else CUDA_SOLVERS[solver])
+    out = benchmark.pedantic(run, rounds=20 if solver != "jacobi" else 3, warmup_rounds=2)
+    ref = np.stack(opencv_loop(problems))
+    assert np.abs(out.cpu().numpy().astype(int) - ref).max() <= 1
+
+
+def synth_opencv(nsa_batch):
+    preset, dst, src, so, do, plans = nsa_batch
+    return [execute_plan(dst[i], src[i], plans[i], "logistic", logistic=preset.logistic,
+                         src_obj=so[i], dst_obj=do[i]) for i in range(B)]
+
+
+def test_batch_opencv_executor(benchmark, nsa_batch):
+    benchmark.group = "Synthetic batch of 64: bottle preset, logistic labels"
+    out = benchmark.pedantic(synth_opencv, args=(nsa_batch,), rounds=5, warmup_rounds=1)
+    assert len(out) == B
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
+def test_batch_batched_executor(benchmark, nsa_batch, device):
+    preset, dst, src, so, do, plans = nsa_batch
+    t = lambda a: torch.from_numpy(np.stack(a)).to(device)  # noqa: E731
+    D, S, SO, DO = t(dst), t(src), t(so), t(do)
+    ex = BatchedExecutor()
+
+    def run():
+        out = ex(D, S, plans, "logistic", logistic=preset.logistic, src_obj=SO, dst_obj=DO, n_max=preset.n_max)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return out
+
+    benchmark.group = "Synthetic batch of 64: bottle preset, logistic labels"
+    out = benchmark.pedantic(run, rounds=20 if device == "cuda" else 5, warmup_rounds=2)
+    want = np.stack([r.label for r in synth_opencv(nsa_batch)])
+    assert (out.labels.cpu().numpy() == want).mean() >= 0.9999
+    if benchmark.stats:
+        benchmark.extra_info["samples_per_s"] = round(B / benchmark.stats.stats.mean, 1)
