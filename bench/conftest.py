@@ -23,21 +23,32 @@ def _photos() -> list[np.ndarray]:
     return [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
 
 
-@pytest.fixture(scope="session")
-def bottle_like() -> list[np.ndarray]:
-    """224x224 RGB objects (a textured disc) on a bright background, as the bottle class has."""
+def _objects(size: int) -> list[np.ndarray]:
+    """RGB objects (a textured disc) on a bright background, as the bottle class has."""
     rng = np.random.default_rng(0)
     out = []
     for i, photo in enumerate(_photos() * 2):
-        img = np.clip(rng.normal(225, 4, (224, 224, 3)), 0, 255).astype(np.uint8)
-        tex = cv2.resize(photo, (224, 224), interpolation=cv2.INTER_AREA)
+        img = np.clip(rng.normal(225, 4, (size, size, 3)), 0, 255).astype(np.uint8)
+        tex = cv2.resize(photo, (size, size), interpolation=cv2.INTER_AREA)
         tex = (tex * 0.5).astype(np.uint8)  # darker than the background: object where mean < 140
-        yy, xx = np.mgrid[:224, :224]
-        cy, cx = 112 + rng.integers(-8, 9, size=2)
-        disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= (85 + i) ** 2
+        yy, xx = np.mgrid[:size, :size]
+        cy, cx = size // 2 + rng.integers(-8, 9, size=2)
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= (size * 0.38 + i) ** 2
         img[disc] = tex[disc]
         out.append(img)
     return out
+
+
+@pytest.fixture(scope="session")
+def bottle_like() -> list[np.ndarray]:
+    """224x224: the size a bottle sample has after its crops."""
+    return _objects(224)
+
+
+@pytest.fixture(scope="session")
+def bottle_like_256() -> list[np.ndarray]:
+    """256x256: the size bottle images are cached at, before augmentation."""
+    return _objects(256)
 
 
 @pytest.fixture(scope="session")

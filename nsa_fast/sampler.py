@@ -57,7 +57,8 @@ def patch_mode(task: Task, preset: Preset) -> int:
     return {"mixed": MIXED, "paste": PASTE, "interpolate": INTERPOLATE}[task.blend]
 
 
-SKIP_REASONS = ("source_object", "destination_object", "too_large", "small_mask", "outside_image")
+SKIP_REASONS = ("source_object", "destination_object", "too_large", "small_mask", "thin_mask",
+                "outside_image")
 
 
 @dataclass
@@ -211,6 +212,9 @@ def sample_plan(shape: tuple[int, int], preset: Preset, task: Task, rng: np.rand
             # OpenCV's clone region is the mask's bounding box after the 1-pixel frame is zeroed.
             if (h - 2) * (w - 2) < preset.min_mask_pixels:
                 stats.skipped["small_mask"] += 1
+                continue
+            if min(h, w) < 5:  # cv2.seamlessClone fails on regions thinner than 3 px inside the frame
+                stats.skipped["thin_mask"] += 1
                 continue
             if dbox[2] + w - 1 + (w & 1) > W:  # the reference's centre puts odd widths 1 px right
                 stats.skipped["outside_image"] += 1

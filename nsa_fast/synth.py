@@ -20,6 +20,14 @@ from .sampler import Stats, Task, TASKS, get_task, object_mask, sample_plan
 from .transforms import check_size, train_transform
 
 
+def pick_source(rng: np.random.Generator, index: int, n: int, same: bool) -> int:
+    """Any image but the destination (the destination itself for same-image tasks)."""
+    if same or n < 2:
+        return index
+    j = int(rng.integers(n - 1))
+    return j + (j >= index)
+
+
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     """The generator of one sample; independent streams for distinct (seed, epoch, index)."""
     return np.random.default_rng(np.random.SeedSequence([seed, epoch, index]))
@@ -92,13 +100,12 @@ class SyntheticDataset:
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: int) -> dict:
-        rng = sample_rng(self.seed, self.epoch, index)
-        n = len(self.images)
-        j = index
-        if n > 1 and not self.task.same_source:
-            j = int(rng.integers(n - 1))
-            j += j >= index  # any image but the destination
+    def __getitem__(self, key) -> dict:
+        """key: an index (this dataset's epoch), or (epoch, index) from a keyed batch sampler,
+        which reaches worker processes where set_epoch would not."""
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
+        rng = sample_rng(self.seed, epoch, index)
+        j = pick_source(rng, index, len(self.images), self.task.same_source)
         dst, src = self.images[index], self.images[j]
         if self.augment:
             dst = train_transform(dst, self.preset, rng)

@@ -14,7 +14,7 @@ def parse(argv):
 
 
 def test_all_classes_present():
-    assert set(PRESETS) == set(OBJECTS) | set(TEXTURES) | {"chest_xray"}
+    assert set(PRESETS) == set(OBJECTS) | set(TEXTURES) | {"chest_xray", "demo"}
     assert len(OBJECTS) == 10 and len(TEXTURES) == 5
 
 

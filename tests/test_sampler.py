@@ -157,3 +157,12 @@ def test_bad_inputs():
         sample_plan((64, 64), get_preset("bottle"), TASKS["nsa"], rng, np.ones((32, 32)), np.ones((64, 64)))
     with pytest.raises(InputError, match="both source and destination"):
         sample_plan((64, 64), get_preset("bottle"), TASKS["nsa"], rng, np.ones((64, 64)), None)
+
+
+def test_thin_poisson_patches_are_skipped_as_opencv_would_refuse_them():
+    # at 128 px the half-width minimum is 4 px, so 4-px-wide patches are drawn; OpenCV fails on them
+    preset = get_preset("carpet").replace(image_size=136, crop=128)
+    ps = plans(preset, shape=(128, 128), n=2000)
+    sizes = np.concatenate([np.concatenate([np.diff(p.dst_box[:, :2]), np.diff(p.dst_box[:, 2:])]) for p in ps])
+    assert sizes.min() >= 5
+    assert sum(p.stats.skipped["thin_mask"] for p in ps) > 0

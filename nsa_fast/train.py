@@ -1,0 +1,346 @@
+"""``python -m nsa_fast.train``: train the NSA encoder-decoder on normal images.
+
+    python -m nsa_fast.train --data ROOT --category CLASS [--gpu-blend] [--epochs N] [--out DIR]
+
+Reads ROOT/CLASS/train (MVTec AD layout, or ``--data demo``), makes synthetic anomalies on CPU
+workers or, with --gpu-blend, on the GPU, and writes DIR/last.pt (atomically, every epoch),
+DIR/log.csv, DIR/config.json and a PNG grid of inputs, labels and predictions every few epochs.
+``--resume`` continues from DIR/last.pt exactly where it stopped. Multi-GPU: torchrun.
+Exit codes: 0 success, 2 bad input or configuration.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import checkpoint
+from .errors import NsaError
+from .model import EncoderDecoder, normalize
+from .presets import LABEL_MODES, Preset, add_preset_args, resolve_preset
+from .sampler import TASKS, get_task
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: str
+    category: str
+    out: str
+    task: str = "nsa"
+    label: str = "logistic"
+    gpu_blend: bool = False
+    blend_device: str | None = None   # run the batched (GPU) pipeline on another device, e.g. cpu
+    epochs: int = 320
+    batch_size: int = 64
+    lr: float = 1e-3
+    lr_min: float = 1e-6
+    seed: int = 0
+    workers: int = 2
+    grid_every: int = 10
+    amp: str = "auto"
+    loader: str = "memory"
+    steps_per_epoch: int | None = None  # cap, for smoke runs
+    stop_after: int | None = None       # epochs to run in this invocation (then --resume)
+    evaluate: bool = True
+
+
+def parse_args(argv=None) -> tuple[TrainConfig, Preset, bool]:
+    ap = argparse.ArgumentParser(prog="python -m nsa_fast.train", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True, help="dataset root (MVTec layout) or 'demo'")
+    ap.add_argument("--out", default=None, help="output folder (default runs/CATEGORY-TASK-LABEL-sSEED)")
+    ap.add_argument("--task", default="nsa", choices=sorted(TASKS))
+    ap.add_argument("--label", choices=LABEL_MODES, help="label mode (default: the task's)")
+    ap.add_argument("--gpu-blend", action="store_true", help="cache, augment and blend on the GPU")
+    ap.add_argument("--blend-device", help=argparse.SUPPRESS)
+    ap.add_argument("--epochs", type=int, help="epochs (default: the preset's, e.g. 320)")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+                    help="CPU workers making synthetic anomalies (without --gpu-blend)")
+    ap.add_argument("--loader", choices=("memory", "dali"), default="memory",
+                    help="memory: decode once into a uint8 cache (CPU, or GPU with --gpu-blend); "
+                         "dali: read and augment files with NVIDIA DALI each epoch (large sets)")
+    ap.add_argument("--grid-every", type=int, default=10, help="write a PNG grid every N epochs")
+    ap.add_argument("--amp", choices=("auto", "off", "bf16"), default="auto",
+                    help="auto: bf16 on GPUs with fast bf16 (sm_80+), fp32 elsewhere (Pascal included)")
+    ap.add_argument("--steps-per-epoch", type=int, help="cap steps per epoch (smoke runs)")
+    ap.add_argument("--stop-after", type=int, metavar="N",
+                    help="stop after N epochs of this run (the schedule still spans --epochs); "
+                         "continue later with --resume")
+    ap.add_argument("--no-eval", action="store_true", help="skip the evaluation after training")
+    ap.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    add_preset_args(ap)
+    a = ap.parse_args(argv)
+    preset = resolve_preset(a)
+    if a.epochs is not None:
+        preset = preset.replace(epochs=a.epochs)
+    label = a.label or get_task(a.task).default_label
+    out = a.out or f"runs/{a.category}-{a.task}-{label}-s{a.seed}"
+    cfg = TrainConfig(data=a.data, category=a.category, out=out, task=a.task, label=label,
+                      gpu_blend=a.gpu_blend, blend_device=a.blend_device, epochs=preset.epochs,
+                      batch_size=a.batch_size, lr=a.lr, seed=a.seed, workers=a.workers,
+                      grid_every=a.grid_every, amp=a.amp, loader=a.loader, steps_per_epoch=a.steps_per_epoch,
+                      stop_after=a.stop_after, evaluate=not a.no_eval)
+    return cfg, preset, a.resume
+
+
+def pick_device(cfg: TrainConfig, local_rank: int) -> torch.device:
+    if cfg.gpu_blend and not torch.cuda.is_available():
+        raise NsaError("--gpu-blend needs a CUDA GPU and none is visible (torch.cuda.is_available() is "
+                       "False). Run without --gpu-blend: synthetic anomalies are then made on CPU "
+                       "workers (--workers N) and training runs on the CPU.")
+    if torch.cuda.is_available():
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """bf16 only where the GPU computes it fast (sm_80 and newer); fp32 on Pascal and the CPU."""
+    if cfg.amp == "off" or device.type != "cuda":
+        return None
+    fast_bf16 = torch.cuda.get_device_capability(device)[0] >= 8
+    if cfg.amp == "bf16" or fast_bf16:
+        return torch.bfloat16
+    return None
+
+
+def build_pipeline(cfg: TrainConfig, preset: Preset, files: list, device, rank, world):
+    """The batch source, chosen once here: DALI, the device cache (--gpu-blend) or CPU workers."""
+    from .data import load_images
+    from .pipelines import BatchedPipeline, CpuPipeline, DaliPipeline
+
+    if cfg.loader == "dali":
+        dev = device if cfg.gpu_blend else torch.device(cfg.blend_device or "cpu")
+        return DaliPipeline(files, preset, cfg.task, cfg.label, cfg.seed, cfg.batch_size, dev,
+                            rank=rank, world=world, workers=cfg.workers)
+    images = load_images(files, preset, preset.image_size)
+    if cfg.gpu_blend or cfg.blend_device:
+        blend_dev = device if cfg.gpu_blend else torch.device(cfg.blend_device)
+        return BatchedPipeline(images, preset, cfg.task, cfg.label, cfg.seed, cfg.batch_size, blend_dev,
+                               rank=rank, world=world)
+    return CpuPipeline(images, preset, cfg.task, cfg.label, cfg.seed, cfg.batch_size, cfg.workers, device,
+                       rank=rank, world=world)
+
+
+def loss_fn(logits: torch.Tensor, labels: torch.Tensor, label_mode: str) -> torch.Tensor:
+    """BCE on logits for bounded labels (the sigmoid head), MSE after ReLU for raw intensity."""
+    if label_mode == "intensity":
+        return F.mse_loss(F.relu(logits.float()), labels)
+    return F.binary_cross_entropy_with_logits(logits.float(), labels)
+
+
+def make_state(model, opt, sched, epoch: int, step: int, cfg: TrainConfig, preset: Preset) -> dict:
+    net = model.module if hasattr(model, "module") else model
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return {"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            "epoch": epoch, "step": step, "config": dataclasses.asdict(cfg), "preset": preset.to_dict(),
+            "versions": checkpoint.library_versions(), "rng": rng,
+            "model_args": {"in_channels": preset.channels,
+                           "head": "relu" if cfg.label == "intensity" else "sigmoid"}}
+
+
+def restore(state: dict, model, opt, sched) -> tuple[int, int]:
+    net = model.module if hasattr(model, "module") else model
+    net.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"]["torch"])
+    if "cuda" in state["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    return state["epoch"] + 1, state["step"]
+
+
+class Logger:
+    """log.csv (appended across resumes), TensorBoard when installed, a progress bar."""
+
+    FIELDS = ("epoch", "step", "loss", "lr", "samples_per_s", "data_s", "step_s", "seconds")
+
+    def __init__(self, out: Path, total_steps: int, done_steps: int, enabled: bool):
+        self.enabled = enabled
+        self.path = out / "log.csv"
+        self.tb = None
+        self.bar = None
+        if not enabled:
+            return
+        if not self.path.exists():
+            with open(self.path, "w", newline="") as f:
+                csv.writer(f).writerow(self.FIELDS)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(out / "tb"))
+        except ImportError:  # TensorBoard is optional
+            pass
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total_steps, initial=done_steps, unit="step", dynamic_ncols=True,
+                        disable=None)
+
+    def step(self, loss: float, samples_per_s: float) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{samples_per_s:.0f}")
+
+    def epoch(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a", newline="") as f:
+            csv.writer(f).writerow([row[k] for k in self.FIELDS])
+        if self.tb is not None:
+            for k in ("loss", "lr", "samples_per_s"):
+                self.tb.add_scalar(k, row[k], row["step"])
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def write_grid(path: Path, images: torch.Tensor, labels: torch.Tensor, preds: torch.Tensor, vmax: float) -> None:
+    """Rows of (synthetic input, label, prediction) for up to 8 samples of a batch."""
+    from .io import write_image
+    from .synth import label_to_rgb
+
+    n = min(8, len(images))
+    img = images[:n].cpu().numpy()
+    if img.shape[-1] == 1:
+        img = np.repeat(img, 3, axis=-1)
+    lab, pre = labels[:n].float().cpu().numpy(), preds[:n].float().cpu().numpy()
+    gap = np.full((img.shape[1], 4, 3), 255, np.uint8)
+    rows = [np.concatenate([img[i], gap, label_to_rgb(lab[i], vmax), gap, label_to_rgb(pre[i], vmax)], 1)
+            for i in range(n)]
+    write_image(path, np.concatenate(rows, 0))
+
+
+def train_epoch(model, opt, pipeline, epoch, cfg, preset, device, amp_dtype, logger, step):
+    """One epoch; returns (mean loss, steps done, samples/s, last batch for the grid)."""
+    model.train()
+    losses, seen, t_data, t_step = [], 0, 0.0, 0.0
+    t0 = time.perf_counter()
+    last = None
+    it = iter(pipeline.epoch(epoch))
+    for k in range(len(pipeline.batches(epoch))):
+        if cfg.steps_per_epoch is not None and k >= cfg.steps_per_epoch:
+            break
+        ta = time.perf_counter()
+        images, labels = next(it)
+        tb = time.perf_counter()
+        x = normalize(images, preset.normalize)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(x)[:, 0]
+        loss = loss_fn(logits, labels.float(), cfg.label)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        value = loss.item()  # sync: the progress bar and the log need the number
+        tc = time.perf_counter()
+        t_data, t_step = t_data + tb - ta, t_step + tc - tb
+        losses.append(value)
+        seen += len(images)
+        step += 1
+        logger.step(value, seen / max(time.perf_counter() - t0, 1e-9))
+        last = (images, labels, logits)
+    dt = time.perf_counter() - t0
+    return float(np.mean(losses)) if losses else float("nan"), step, seen / max(dt, 1e-9), t_data, t_step, last
+
+
+def setup_distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; initialises the process group."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, 0
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+    torch.distributed.init_process_group(backend)
+    return rank, world, local
+
+
+def main(argv=None) -> int:
+    try:
+        cfg, preset, resume = parse_args(argv)
+        rank, world, local = setup_distributed()
+        device = pick_device(cfg, local)
+        from .data import train_files
+        from .demo import resolve_root
+
+        root = resolve_root(cfg.data)
+        pipeline = build_pipeline(cfg, preset, train_files(root, cfg.category), device, rank, world)
+    except (NsaError, KeyError, ImportError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)  # the model's initial weights
+    head = "relu" if cfg.label == "intensity" else "sigmoid"
+    model = EncoderDecoder(preset.channels, head).to(device, memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs, eta_min=cfg.lr_min)
+    start, step = 0, 0
+    if resume and (out / "last.pt").exists():
+        start, step = restore(checkpoint.load(out / "last.pt", map_location=device), model, opt, sched)
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local] if device.type == "cuda" else None)
+    if rank == 0:
+        (out / "config.json").write_text(json.dumps({"config": dataclasses.asdict(cfg), "preset": preset.to_dict(),
+                                                     "world_size": world, "device": str(device)}, indent=2))
+    amp_dtype = autocast_dtype(cfg, device)
+    steps = min(len(pipeline.batches(0)), cfg.steps_per_epoch or 10**9)
+    logger = Logger(out, steps * cfg.epochs, step, enabled=rank == 0)
+    vmax = 255.0 if cfg.label == "intensity" else 1.0
+    end = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, start + cfg.stop_after)
+    for epoch in range(start, end):
+        t0 = time.perf_counter()
+        loss, step, rate, t_data, t_step, last = train_epoch(model, opt, pipeline, epoch, cfg, preset, device,
+                                                            amp_dtype, logger, step)
+        lr = opt.param_groups[0]["lr"]
+        sched.step()
+        if rank == 0:
+            checkpoint.save_atomic(make_state(model, opt, sched, epoch, step, cfg, preset), out / "last.pt")
+            logger.epoch({"epoch": epoch, "step": step, "loss": loss, "lr": lr, "samples_per_s": rate,
+                          "data_s": t_data, "step_s": t_step, "seconds": time.perf_counter() - t0})
+            if last is not None and ((epoch + 1) % cfg.grid_every == 0 or epoch + 1 == cfg.epochs):
+                preds = torch.sigmoid(last[2]) if head == "sigmoid" else F.relu(last[2])
+                write_grid(out / f"grid_epoch{epoch + 1:04d}.png", last[0], last[1], preds.detach(), vmax)
+    logger.close()
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    if rank == 0 and cfg.evaluate and end == cfg.epochs:
+        return run_evaluation(out, root, cfg, preset)
+    return 0
+
+
+def run_evaluation(out: Path, root: Path, cfg: TrainConfig, preset: Preset) -> int:
+    """Evaluate the trained model when the data has a test set; print the metrics."""
+    if not (Path(root) / cfg.category / "test").is_dir():
+        print(f"no test set under {Path(root) / cfg.category}; skipping evaluation")
+        return 0
+    from .evaluate import evaluate
+
+    try:
+        metrics = evaluate(out / "last.pt", root, cfg.category, out / "eval")
+    except NsaError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Evaluation protocol, reports, prediction and ONNX export on a briefly trained model."""
+import csv
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from nsa_fast.demo import ensure_demo
+from nsa_fast.evaluate import anomaly_maps, evaluate, load_model
+from nsa_fast.evaluate import main as eval_main
+from nsa_fast.predict import main as predict_main
+from nsa_fast.train import main as train_main
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A 2-step object-style model on the demo data: image 80, centre crop 72, random crop 64."""
+    root = ensure_demo(tmp_path_factory.mktemp("demo"))
+    out = tmp_path_factory.mktemp("run")
+    rc = train_main(["--data", str(root), "--category", "demo", "--preset", "generic", "--out", str(out),
+                     "--set", "image_size=80", "--set", "center_crop=72", "--set", "crop=64",
+                     "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "8", "--workers", "0",
+                     "--no-eval"])
+    assert rc == 0
+    return root, out / "last.pt"
+
+
+def test_object_protocol_feeds_the_centre_crop_and_pads_the_map(trained):
+    _, ckpt = trained
+    model, preset, _ = load_model(ckpt, torch.device("cpu"))
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (3, 80, 80, 3)).astype(np.uint8)
+    maps = anomaly_maps(model, images, preset, torch.device("cpu"))
+    assert maps.shape == (3, 80, 80)
+    assert not maps[:, :8].any() and not maps[:, -8:].any() and not maps[:, :, :8].any()
+    assert (maps[:, 8:72, 8:72] > 0).all()  # sigmoid outputs inside the crop
+    # the map depends only on the centre crop
+    changed = images.copy()
+    changed[:, :8] = 0
+    np.testing.assert_array_equal(anomaly_maps(model, changed, preset, torch.device("cpu")), maps)
+
+
+def test_evaluate_writes_reports(trained, tmp_path, capsys):
+    root, ckpt = trained
+    rc = eval_main(["--checkpoint", str(ckpt), "--data", str(root), "--category", "demo", "--out", str(tmp_path)])
+    assert rc == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    for k in ("image_auroc", "pixel_auroc", "au_pro_0.3"):
+        assert 0.0 <= metrics[k] <= 1.0
+    assert metrics["n_test"] == 31 and metrics["n_anomalous"] == 21
+    assert {"image_auroc/scratch", "image_auroc/stain", "image_auroc/patch"} <= set(metrics)
+    rows = list(csv.DictReader(open(tmp_path / "scores.csv")))
+    assert len(rows) == 31 and {r["label"] for r in rows} == {"0", "1"}
+    fig = cv2.imread(str(tmp_path / "examples.png"))
+    assert fig is not None and fig.shape[0] == 3 * 80 + 8  # input, ground truth, heatmap rows
+    assert json.loads(capsys.readouterr().out)["image_auroc"] == metrics["image_auroc"]
+
+
+def test_predict_matches_evaluation_scores(trained, tmp_path):
+    root, ckpt = trained
+    ev = tmp_path / "ev"
+    evaluate(ckpt, root, "demo", ev)
+    want = {r["path"]: float(r["score"]) for r in csv.DictReader(open(ev / "scores.csv"))}
+    folder = root / "demo" / "test" / "stain"
+    one = root / "demo" / "test" / "good" / "000.png"
+    assert predict_main(["--checkpoint", str(ckpt), str(folder), str(one), "--out", str(tmp_path / "p")]) == 0
+    got = list(csv.DictReader(open(tmp_path / "p" / "scores.csv")))
+    assert len(got) == len(list(folder.glob("*.png"))) + 1
+    for r in got:
+        assert float(r["score"]) == pytest.approx(want[r["path"]], rel=1e-5)
+        assert float(r["max"]) >= float(r["score"])
+    assert cv2.imread(str(tmp_path / "p" / "000_heatmap.png")).shape == (80, 80, 3)
+    assert predict_main(["--checkpoint", str(ckpt), str(tmp_path / "nope.txt"), "--out", str(tmp_path / "q")]) == 2
+
+
+def test_onnx_export_matches_pytorch(trained, tmp_path):
+    ort = pytest.importorskip("onnxruntime", reason="ONNX Runtime is not installed (pip install -e '.[onnx]')")
+    _, ckpt = trained
+    assert predict_main(["--checkpoint", str(ckpt), "--export", "onnx", "--out", str(tmp_path)]) == 0
+    model, preset, _ = load_model(ckpt, torch.device("cpu"))
+    x = torch.randn(3, 3, preset.crop, preset.crop)
+    with torch.no_grad():
+        want = model.anomaly_map(x).numpy()
+    sess = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"image": x.numpy()})[0]
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=1e-5)

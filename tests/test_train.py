@@ -1,0 +1,144 @@
+"""The trainer end to end on small images: smoke, exact resume, a kill mid-checkpoint, bad data."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from nsa_fast import checkpoint
+from nsa_fast.demo import ensure_demo
+from nsa_fast.train import main
+
+SMALL = ["--set", "image_size=72", "--set", "crop=64", "--batch-size", "8", "--grid-every", "1"]
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory):
+    return ensure_demo(tmp_path_factory.mktemp("demo"))
+
+
+def train(root, out, *extra):
+    return main(["--data", str(root), "--category", "demo", "--out", str(out), *SMALL, *extra])
+
+
+def weights(path):
+    return checkpoint.load(path)["model"]
+
+
+def test_two_step_smoke(demo_root, tmp_path, capsys):
+    rc = train(demo_root, tmp_path, "--epochs", "1", "--steps-per-epoch", "2", "--workers", "0")
+    assert rc == 0
+    state = checkpoint.load(tmp_path / "last.pt")  # loads with weights_only=True
+    assert state["epoch"] == 0 and state["step"] == 2
+    assert state["config"]["category"] == "demo" and state["preset"]["crop"] == 64
+    assert {"torch", "numpy", "opencv"} <= set(state["versions"])
+    rows = (tmp_path / "log.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,step,loss") and len(rows) == 2
+    assert np.isfinite(float(rows[1].split(",")[2]))
+    grid = cv2.imread(str(tmp_path / "grid_epoch0001.png"))
+    assert grid is not None and grid.shape[0] == 8 * 64
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert 0 <= metrics["image_auroc"] <= 1 and metrics["n_test"] == 31
+    assert '"pixel_auroc"' in capsys.readouterr().out  # the metrics are printed
+
+
+def test_resume_gives_identical_weights(demo_root, tmp_path):
+    common = ("--epochs", "2", "--steps-per-epoch", "2", "--no-eval")
+    assert train(demo_root, tmp_path / "a", *common, "--workers", "2") == 0
+    assert train(demo_root, tmp_path / "b", *common, "--workers", "0", "--stop-after", "1") == 0
+    assert checkpoint.load(tmp_path / "b" / "last.pt")["epoch"] == 0
+    assert train(demo_root, tmp_path / "b", *common, "--workers", "0", "--resume") == 0
+    a, b = weights(tmp_path / "a" / "last.pt"), weights(tmp_path / "b" / "last.pt")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    log = (tmp_path / "b" / "log.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in log[1:]] == ["0", "1"]  # the log continues across the resume
+
+
+def test_batched_pipeline_trains_on_the_cpu(demo_root, tmp_path):
+    # the --gpu-blend pipeline (device cache, device augmentation, batched executor) run on the CPU
+    rc = train(demo_root, tmp_path, "--epochs", "1", "--steps-per-epoch", "2", "--blend-device", "cpu",
+               "--no-eval")
+    assert rc == 0 and checkpoint.load(tmp_path / "last.pt")["step"] == 2
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown when CUDA is absent")
+def test_gpu_blend_without_cuda_says_how_to_run_on_the_cpu(demo_root, tmp_path, capsys):
+    rc = train(demo_root, tmp_path, "--epochs", "1", "--gpu-blend")
+    err = capsys.readouterr().err
+    assert rc == 2 and "--gpu-blend needs a CUDA GPU" in err and "Run without --gpu-blend" in err
+
+
+def test_kill_during_checkpoint_write_keeps_the_last_one(demo_root, tmp_path):
+    out = tmp_path / "run"
+    base = [sys.executable, "-m", "nsa_fast.train", "--data", str(demo_root), "--category", "demo",
+            "--out", str(out), *SMALL, "--steps-per-epoch", "1", "--workers", "0", "--no-eval"]
+    proc = subprocess.Popen(base + ["--epochs", "200"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tmp, last = out / "last.pt.tmp", out / "last.pt"
+    killed_mid_write = False
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            # wait for a first complete checkpoint, then for the next write to begin
+            if last.exists() and tmp.exists():
+                os.kill(proc.pid, signal.SIGKILL)
+                killed_mid_write = True
+                break
+            time.sleep(0.0005)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    assert killed_mid_write, "the trainer was never caught writing a checkpoint"
+    state = checkpoint.load(last)  # the previous checkpoint is whole
+    done = state["epoch"]
+    # resume with the same schedule length: it continues from the last whole checkpoint
+    run = subprocess.run(base + ["--epochs", "200", "--stop-after", "1", "--resume"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert checkpoint.load(last)["epoch"] == done + 1
+
+
+def test_broken_checkpoint_gets_a_clear_error(tmp_path):
+    bad = tmp_path / "last.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(Exception, match="cannot read the checkpoint"):
+        checkpoint.load(bad)
+    with pytest.raises(Exception, match="no checkpoint at"):
+        checkpoint.load(tmp_path / "missing.pt")
+
+
+def test_dali_loader_trains_in_cpu_mode(demo_root, tmp_path):
+    pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed (pip install -e '.[gpu]')")
+    rc = train(demo_root, tmp_path, "--epochs", "1", "--steps-per-epoch", "2", "--loader", "dali", "--no-eval")
+    assert rc == 0 and checkpoint.load(tmp_path / "last.pt")["step"] == 2
+
+
+def test_torchrun_two_processes_on_the_cpu(demo_root, tmp_path):
+    # DDP with the gloo backend: each rank trains on its own shard; rank 0 writes the checkpoint
+    out = tmp_path / "ddp"
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+         "-m", "nsa_fast.train", "--data", str(demo_root), "--category", "demo", "--out", str(out), *SMALL,
+         "--epochs", "1", "--steps-per-epoch", "2", "--workers", "0", "--no-eval"],
+        capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads((out / "config.json").read_text())["world_size"] == 2
+    state = checkpoint.load(out / "last.pt")
+    assert state["step"] == 2 and not any(k.startswith("module.") for k in state["model"])
+
+
+def test_ranks_see_disjoint_shards():
+    from nsa_fast.pipelines import epoch_batches
+
+    a = np.concatenate(epoch_batches(40, 8, seed=1, epoch=3, rank=0, world=2))
+    b = np.concatenate(epoch_batches(40, 8, seed=1, epoch=3, rank=1, world=2))
+    assert not set(a) & set(b) and len(a) + len(b) == 40
+    assert not np.array_equal(np.concatenate(epoch_batches(40, 8, 1, 4)), np.concatenate(epoch_batches(40, 8, 1, 3)))
