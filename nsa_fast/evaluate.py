@@ -118,8 +118,13 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     from .demo import resolve_root
 
+    return report(a.checkpoint, resolve_root(a.data), a.category, a.out)
+
+
+def report(ckpt_path, root, category: str, out_dir) -> int:
+    """Evaluate, print the metrics as JSON; exit code 0, or 2 with the error on bad input."""
     try:
-        metrics = evaluate(a.checkpoint, resolve_root(a.data), a.category, a.out)
+        metrics = evaluate(ckpt_path, root, category, out_dir)
     except NsaError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -331,15 +331,9 @@ def run_evaluation(out: Path, root: Path, cfg: TrainConfig, preset: Preset) -> i
     if not (Path(root) / cfg.category / "test").is_dir():
         print(f"no test set under {Path(root) / cfg.category}; skipping evaluation")
         return 0
-    from .evaluate import evaluate
+    from .evaluate import report
 
-    try:
-        metrics = evaluate(out / "last.pt", root, cfg.category, out / "eval")
-    except NsaError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(json.dumps(metrics, indent=2))
-    return 0
+    return report(out / "last.pt", root, cfg.category, out / "eval")
 
 
 if __name__ == "__main__":
