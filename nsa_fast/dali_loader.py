@@ -68,7 +68,7 @@ def _import_dali():
             "nsa_fast.dali_loader needs NVIDIA DALI, which is not installed or cannot be loaded "
             f"({err}). Install it with `pip install nvidia-dali-cuda120` (CUDA 12 build; it also "
             "runs on CPU-only machines with device='cpu'), or train from images cached in memory "
-            "(nsa_fast.io.load_train_images with nsa_fast.transforms.train_transform).") from err
+            "(nsa_fast.data.load_images with nsa_fast.transforms.train_transform).") from err
     return dali, fn, types, DALIGenericIterator, LastBatchPolicy
 
 

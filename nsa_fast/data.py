@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from .errors import InputError
-from .io import IMAGE_SUFFIXES, list_images
+from .io import IMAGE_SUFFIXES, convert, decode, list_images
 from .presets import Preset
 
 NORMAL_NAMES = ("good", "normal")
@@ -75,20 +75,6 @@ def test_items(root: str | Path, category: str) -> list[TestItem]:
     return items
 
 
-def _decode(path: Path) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise InputError(f"cannot decode the image {str(path)!r}: the file is missing, empty or corrupt. "
-                         "Replace or remove it.")
-    if img.dtype == np.uint16:  # 16-bit files: keep the high byte
-        img = (img >> 8).astype(np.uint8)
-    if img.dtype != np.uint8:
-        raise InputError(f"{str(path)!r}: expected an 8- or 16-bit image, got {img.dtype}.")
-    if img.ndim == 3 and img.shape[2] == 4:
-        img = img[..., :3]  # the alpha channel carries no appearance
-    return img
-
-
 def load_images(paths: list[Path], preset: Preset, size: int) -> np.ndarray:
     """Decode and resize images to uint8 (N, size, size, preset.channels), RGB order.
 
@@ -98,17 +84,9 @@ def load_images(paths: list[Path], preset: Preset, size: int) -> np.ndarray:
     out = np.empty((len(paths), size, size, preset.channels), np.uint8)
     kinds: dict[int, list[Path]] = {}
     for i, p in enumerate(paths):
-        img = _decode(p)
-        c = 1 if img.ndim == 2 else img.shape[2]
-        kinds.setdefault(c, []).append(p)
-        if preset.channels == 1:
-            img = img if c == 1 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
-        else:
-            img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB if c == 1 else cv2.COLOR_BGR2RGB)
-        if img.shape[:2] != (size, size):
-            shrink = img.shape[0] > size or img.shape[1] > size
-            img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-        out[i] = img.reshape(size, size, preset.channels)
+        img = decode(p)
+        kinds.setdefault(1 if img.ndim == 2 else img.shape[2], []).append(p)
+        out[i] = convert(img, preset.channels, size)
     if len(kinds) > 1:
         desc = ", ".join(f"{len(v)} with {'1 channel' if k == 1 else f'{k} channels'} (e.g. {v[0].name})"
                          for k, v in sorted(kinds.items()))
@@ -129,7 +107,7 @@ def load_masks(items: list[TestItem], size: int) -> np.ndarray:
         m = cv2.imread(str(it.mask), cv2.IMREAD_GRAYSCALE)
         if m is None:
             raise InputError(f"cannot decode the mask {str(it.mask)!r}: the file is missing, empty or corrupt.")
-        shape = _decode(it.path).shape[:2]
+        shape = decode(it.path).shape[:2]
         if m.shape != shape:
             raise InputError(f"the mask {str(it.mask)!r} is {m.shape[0]}x{m.shape[1]} but its image "
                              f"{str(it.path)!r} is {shape[0]}x{shape[1]}; masks must match their images.")

@@ -23,26 +23,45 @@ def list_images(folder: str | Path) -> list[Path]:
     return files
 
 
-def read_image(path: str | Path, channels: int = 3, size: int | None = None) -> np.ndarray:
-    """Decode an image file to uint8 (H, W, channels), RGB order, optionally resized to size x size.
+def decode(path: str | Path) -> np.ndarray:
+    """Decode an image file as stored: uint8 (H, W) grayscale or (H, W, 3) BGR.
+
+    16-bit files keep their high byte; an alpha channel is dropped (it carries no appearance).
+    """
+    path = Path(path)
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise InputError(f"cannot decode the image {str(path)!r}: the file is missing, empty or "
+                         "corrupt. Replace or remove it.")
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    if img.dtype != np.uint8:
+        raise InputError(f"{str(path)!r}: expected an 8- or 16-bit image, got {img.dtype}.")
+    if img.ndim == 3 and img.shape[2] == 4:
+        img = img[..., :3]
+    return img
+
+
+def convert(img: np.ndarray, channels: int, size: int | None = None) -> np.ndarray:
+    """A decoded image as uint8 (H, W, channels), RGB order, optionally resized to size x size.
 
     Area interpolation when shrinking (it averages, like the data's own downsampling), bilinear
     when enlarging.
     """
-    path = Path(path)
-    flag = cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR
-    img = cv2.imread(str(path), flag)
-    if img is None:
-        raise InputError(f"cannot decode the image {str(path)!r}: the file is missing, empty or "
-                         "corrupt. Replace or remove it.")
-    if img.dtype != np.uint8:  # 16-bit files: keep the high byte
-        img = (img >> 8).astype(np.uint8)
-    if channels == 3:
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    gray = img.ndim == 2
+    if channels == 1:
+        img = img if gray else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    else:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB if gray else cv2.COLOR_BGR2RGB)
     if size is not None and img.shape[:2] != (size, size):
         shrink = img.shape[0] > size or img.shape[1] > size
         img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     return img.reshape(img.shape[0], img.shape[1], channels)
+
+
+def read_image(path: str | Path, channels: int = 3, size: int | None = None) -> np.ndarray:
+    """Decode an image file to uint8 (H, W, channels), RGB order, optionally resized."""
+    return convert(decode(path), channels, size)
 
 
 def write_image(path: str | Path, img: np.ndarray) -> None:
@@ -52,8 +71,3 @@ def write_image(path: str | Path, img: np.ndarray) -> None:
         img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
     if not cv2.imwrite(str(path), img):
         raise OSError(f"could not write {str(path)!r}: check that the folder exists and is writable.")
-
-
-def load_train_images(root: str | Path, category: str, channels: int, size: int) -> list[np.ndarray]:
-    """The normal training images of a class in the MVTec layout ``ROOT/CLASS/train/good``."""
-    return [read_image(p, channels, size) for p in list_images(Path(root) / category / "train" / "good")]

@@ -142,7 +142,8 @@ def figure_grid(originals, synthetics, labels, vmax: float, pad: int = 4) -> np.
 
 def main(argv: list[str] | None = None) -> int:
     from .demo import resolve_root
-    from .io import load_train_images, write_image
+    from .data import load_images, train_files
+    from .io import write_image
 
     ap = argparse.ArgumentParser(prog="python -m nsa_fast.synth",
                                  description="Write synthetic anomalies of a class as a PNG grid and an .npz.")
@@ -158,8 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         preset = resolve_preset(args)
-        images = load_train_images(resolve_root(args.data), args.category, preset.channels,
-                                   preset.image_size)
+        images = list(load_images(train_files(resolve_root(args.data), args.category), preset, preset.image_size))
         ds = SyntheticDataset(images, preset, args.task, args.label, args.seed)
     except (InputError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -50,4 +50,4 @@ def test_synth_cli_grayscale(textures, tmp_path):
 def test_synth_cli_reports_missing_folder(tmp_path, capsys):
     rc = main(["--data", str(tmp_path), "--category", "bottle", "--out", str(tmp_path / "o")])
     assert rc == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert "no class folder" in capsys.readouterr().err
