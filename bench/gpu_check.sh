@@ -27,11 +27,12 @@ PY
 
 echo "== CUDA tests (kernels, Poisson, batched executor)"
 timeout 200 "$py" -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_poisson.py \
-    tests/test_batched.py -rs 2>&1 | tee "$out/tests.txt" | tail -25
+    tests/test_batched.py tests/test_train.py -k "not kill and not torchrun" -rs 2>&1 \
+    | tee "$out/tests.txt" | tail -25
 tests_rc=${PIPESTATUS[0]}
 
 echo "== GPU benchmarks"
-timeout 240 "$py" -m pytest -q -p no:cacheprovider bench/test_bench_poisson.py --benchmark-only \
+timeout 240 "$py" -m pytest -q -p no:cacheprovider bench/test_bench_poisson.py bench/test_bench_train.py --benchmark-only \
     --benchmark-columns=mean,min,median,rounds --benchmark-json="$out/bench.json" 2>&1 \
     | tee "$out/bench.txt" | grep -E "test_|passed|failed|error" | head -40
 bench_rc=${PIPESTATUS[0]}

@@ -142,3 +142,11 @@ def test_ranks_see_disjoint_shards():
     b = np.concatenate(epoch_batches(40, 8, seed=1, epoch=3, rank=1, world=2))
     assert not set(a) & set(b) and len(a) + len(b) == 40
     assert not np.array_equal(np.concatenate(epoch_batches(40, 8, 1, 4)), np.concatenate(epoch_batches(40, 8, 1, 3)))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_blend_trains_on_cuda(demo_root, tmp_path):
+    rc = train(demo_root, tmp_path, "--epochs", "2", "--steps-per-epoch", "2", "--gpu-blend", "--no-eval")
+    assert rc == 0
+    state = checkpoint.load(tmp_path / "last.pt")
+    assert state["step"] == 4 and json.loads((tmp_path / "config.json").read_text())["device"].startswith("cuda")
