@@ -128,7 +128,8 @@ def test_torchrun_two_processes_on_the_cpu(demo_root, tmp_path):
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
          "-m", "nsa_fast.train", "--data", str(demo_root), "--category", "demo", "--out", str(out), *SMALL,
          "--epochs", "1", "--steps-per-epoch", "2", "--workers", "0", "--no-eval"],
-        capture_output=True, text=True, timeout=600)
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})  # two CPU ranks, also on a one-GPU machine
     assert run.returncode == 0, run.stderr[-2000:]
     assert json.loads((out / "config.json").read_text())["world_size"] == 2
     state = checkpoint.load(out / "last.pt")
