@@ -48,6 +48,7 @@ class TrainConfig:
     workers: int = 2
     grid_every: int = 10
     amp: str = "auto"
+    device: str = "auto"
     loader: str = "memory"
     steps_per_epoch: int | None = None  # cap, for smoke runs
     stop_after: int | None = None       # epochs to run in this invocation (then --resume)
@@ -69,6 +70,8 @@ def parse_args(argv=None) -> tuple[TrainConfig, Preset, bool]:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
                     help="CPU workers making synthetic anomalies (without --gpu-blend)")
+    ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                    help="where the network trains (auto: CUDA when visible)")
     ap.add_argument("--loader", choices=("memory", "dali"), default="memory",
                     help="memory: decode once into a uint8 cache (CPU, or GPU with --gpu-blend); "
                          "dali: read and augment files with NVIDIA DALI each epoch (large sets)")
@@ -91,7 +94,8 @@ def parse_args(argv=None) -> tuple[TrainConfig, Preset, bool]:
     cfg = TrainConfig(data=a.data, category=a.category, out=out, task=a.task, label=label,
                       gpu_blend=a.gpu_blend, blend_device=a.blend_device, epochs=preset.epochs,
                       batch_size=a.batch_size, lr=a.lr, seed=a.seed, workers=a.workers,
-                      grid_every=a.grid_every, amp=a.amp, loader=a.loader, steps_per_epoch=a.steps_per_epoch,
+                      grid_every=a.grid_every, amp=a.amp, device=a.device, loader=a.loader,
+                      steps_per_epoch=a.steps_per_epoch,
                       stop_after=a.stop_after, evaluate=not a.no_eval)
     return cfg, preset, a.resume
 
@@ -101,9 +105,13 @@ def pick_device(cfg: TrainConfig, local_rank: int) -> torch.device:
         raise NsaError("--gpu-blend needs a CUDA GPU and none is visible (torch.cuda.is_available() is "
                        "False). Run without --gpu-blend: synthetic anomalies are then made on CPU "
                        "workers (--workers N) and training runs on the CPU.")
-    if torch.cuda.is_available():
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise NsaError("--device cuda: no CUDA GPU is visible; use --device cpu (or auto).")
+    if cfg.device == "cpu" or not torch.cuda.is_available():
+        if cfg.gpu_blend:
+            raise NsaError("--gpu-blend trains on the GPU; it cannot be combined with --device cpu.")
+        return torch.device("cpu")
+    return torch.device("cuda", local_rank)
 
 
 def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:

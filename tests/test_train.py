@@ -50,7 +50,7 @@ def test_two_step_smoke(demo_root, tmp_path, capsys):
 
 
 def test_resume_gives_identical_weights(demo_root, tmp_path):
-    common = ("--epochs", "2", "--steps-per-epoch", "2", "--no-eval")
+    common = ("--epochs", "2", "--steps-per-epoch", "2", "--no-eval", "--device", "cpu")
     assert train(demo_root, tmp_path / "a", *common, "--workers", "2") == 0
     assert train(demo_root, tmp_path / "b", *common, "--workers", "0", "--stop-after", "1") == 0
     assert checkpoint.load(tmp_path / "b" / "last.pt")["epoch"] == 0
