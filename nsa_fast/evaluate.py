@@ -49,6 +49,12 @@ def anomaly_maps(model: EncoderDecoder, images: np.ndarray, preset: Preset, devi
     return out
 
 
+def display_max(maps: np.ndarray) -> float:
+    """The heatmap colour scale's top: the 99.9th percentile of all maps, so that faint maps (a
+    logistic label on dark images rarely nears 1) still show their structure."""
+    return max(float(np.quantile(maps, 0.999)), 1e-6)
+
+
 def heatmap_overlay(image: np.ndarray, amap: np.ndarray, vmax: float) -> np.ndarray:
     """An RGB heatmap blended over the image (both uint8 (S, S, 3) out)."""
     from .synth import label_to_rgb
@@ -95,6 +101,7 @@ def evaluate(ckpt_path, root, category: str, out_dir, device=None) -> dict:
     for defect in sorted({i.defect for i in items if i.label}):
         keep = np.array([i.label == 0 or i.defect == defect for i in items])
         metrics[f"image_auroc/{defect}"] = image_auroc(scores[keep], labels[keep])
+    metrics["heatmap_vmax"] = vmax = display_max(maps)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -103,7 +110,6 @@ def evaluate(ckpt_path, root, category: str, out_dir, device=None) -> dict:
         w.writerow(["path", "defect", "label", "score"])
         for it, s in zip(items, scores):
             w.writerow([str(it.path), it.defect, it.label, f"{s:.6g}"])
-    vmax = float(np.quantile(maps, 0.999)) or 1.0 if model.head == "relu" else 1.0
     write_image(out / "examples.png", example_figure(images, masks, maps, labels, vmax))
     return metrics
 

@@ -57,7 +57,7 @@ def export_onnx(model, preset, path: Path) -> Path:
 
 def predict(ckpt, paths: list[str], out_dir, device=None) -> list[tuple[Path, float, float]]:
     from .data import eval_size, load_images
-    from .evaluate import anomaly_maps, heatmap_overlay, load_model
+    from .evaluate import anomaly_maps, display_max, heatmap_overlay, load_model
     from .io import write_image
 
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -67,7 +67,7 @@ def predict(ckpt, paths: list[str], out_dir, device=None) -> list[tuple[Path, fl
     out.mkdir(parents=True, exist_ok=True)
     images = load_images(files, preset, eval_size(preset))
     maps = anomaly_maps(model, images, preset, device)
-    vmax = 1.0 if model.head == "sigmoid" else max(float(maps.max()), 1.0)
+    vmax = display_max(maps)
     rows = []
     for f, img, m in zip(files, images, maps):
         write_image(out / f"{f.stem}_heatmap.png", heatmap_overlay(img, m, vmax))
