@@ -1,7 +1,7 @@
 # nsa_fast GPU image.
 #   docker build -t nsa_fast .                              # default: CUDA 12.6, runs on Pascal (GTX 1080) and newer
 #   docker build --build-arg STACK=cuda13 -t nsa_fast:cuda13 .   # CUDA 13: Turing and newer only
-#   docker run --gpus all -v /data/mvtec:/data:ro -v nsa-cache:/cache -v "$PWD/runs:/work/runs" \
+#   docker run --gpus all -v /data/mvtec:/data:ro -v nsa-cache:/cache -v "$PWD/runs:/workspace/runs" \
 #       nsa_fast --data /data --category bottle --gpu-blend
 # Pins live in docker/requirements-*.txt; the torch pins equal pyproject.toml's upper bounds
 # (tests/test_docker.py checks both).
@@ -27,9 +27,9 @@ RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PIP_NO_CACHE_DIR=1 \
     PYTHONUNBUFFERED=1
-COPY docker/requirements-*.txt /tmp/requirements/
+COPY docker/requirements-*.txt /opt/requirements/
 RUN pip install --index-url "$TORCH_INDEX" --extra-index-url https://pypi.org/simple \
-        -r "/tmp/requirements/$STACK_REQUIREMENTS" -r /tmp/requirements/requirements-common.txt
+        -r "/opt/requirements/$STACK_REQUIREMENTS" -r /opt/requirements/requirements-common.txt
 COPY pyproject.toml README.md LICENSE /src/
 COPY nsa_fast /src/nsa_fast
 COPY kernels /src/kernels
@@ -38,12 +38,12 @@ RUN pip install --no-deps /src && rm -rf /src
 
 # An unprivileged user; CuPy's compiled kernels and the demo data persist on the /cache volume.
 RUN useradd --create-home --uid 1000 nsa \
-    && mkdir -p /cache /work \
-    && chown nsa:nsa /cache /work
+    && mkdir -p /cache /workspace \
+    && chown nsa:nsa /cache /workspace
 ENV CUPY_CACHE_DIR=/cache/cupy \
     NSA_FAST_CACHE=/cache/nsa_fast
 VOLUME ["/cache"]
 USER 1000:1000
-WORKDIR /work
+WORKDIR /workspace
 ENTRYPOINT ["python", "-m", "nsa_fast.train"]
 CMD ["--help"]
