@@ -151,3 +151,22 @@ def test_gpu_blend_trains_on_cuda(demo_root, tmp_path):
     assert rc == 0
     state = checkpoint.load(tmp_path / "last.pt")
     assert state["step"] == 4 and json.loads((tmp_path / "config.json").read_text())["device"].startswith("cuda")
+
+
+def test_grayscale_trains_with_one_channel_end_to_end(demo_root, tmp_path):
+    gray_root = tmp_path / "data"
+    for sub in ("train/good", "test/good", "test/stain", "ground_truth/stain"):
+        (gray_root / "xr" / sub).mkdir(parents=True)
+        for f in sorted((demo_root / "demo" / sub).glob("*.png")):
+            img = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
+            if img.ndim == 3:
+                img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+            cv2.imwrite(str(gray_root / "xr" / sub / f.name), img)
+    out = tmp_path / "run"
+    rc = main(["--data", str(gray_root), "--category", "xr", "--preset", "chest_xray", "--out", str(out),
+               "--set", "image_size=80", "--set", "center_crop=72", "--set", "crop=64",
+               "--batch-size", "8", "--epochs", "1", "--steps-per-epoch", "2", "--workers", "0"])
+    assert rc == 0
+    state = checkpoint.load(out / "last.pt")
+    assert state["model_args"]["in_channels"] == 1 and state["model"]["encoder.0.weight"].shape[1] == 1
+    assert json.loads((out / "eval" / "metrics.json").read_text())["n_test"] == 17
