@@ -71,8 +71,36 @@ class BatchedPipeline:
         return epoch_batches(len(self.cache), self.batch_size, self.seed, epoch, self.rank, self.world)
 
     def epoch(self, epoch: int):
-        for b in self.batches(epoch):
-            yield self.make(epoch, b)
+        """Batches of one epoch; the next one is made in a background thread (on its own CUDA
+        stream) while the caller trains on the current one, so plan drawing and blending overlap
+        the training step."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        batches = self.batches(epoch)
+        if not batches:
+            return
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(self._make_ready, epoch, batches[0])
+            for k in range(len(batches)):
+                images, labels, ready = pending.result()
+                if k + 1 < len(batches):
+                    pending = pool.submit(self._make_ready, epoch, batches[k + 1])
+                if ready is not None:  # the consumer's stream waits for the side stream's work
+                    torch.cuda.current_stream(self.device).wait_event(ready)
+                    images.record_stream(torch.cuda.current_stream(self.device))
+                    labels.record_stream(torch.cuda.current_stream(self.device))
+                yield images, labels
+
+    def _make_ready(self, epoch: int, indices: np.ndarray):
+        if self.device.type != "cuda":
+            return (*self.make(epoch, indices), None)
+        if not hasattr(self, "_stream"):
+            self._stream = torch.cuda.Stream(self.device)
+        with torch.cuda.stream(self._stream):
+            images, labels = self.make(epoch, indices)
+            ready = torch.cuda.Event()
+            ready.record(self._stream)
+        return images, labels, ready
 
     def make(self, epoch: int, indices: np.ndarray):
         n, shape = len(self.cache), self.cache.shape[1:3]
