@@ -5,12 +5,11 @@ Run: pytest bench/ --benchmark-only   (CUDA rows are skipped without a GPU)
 """
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
-from nsa_fast.blend.batched import BatchedExecutor, resize_patches
+from nsa_fast.blend.batched import BatchedExecutor
 from nsa_fast.blend.opencv import clone_center, execute_plan, poisson_mask, resize_patch, seamless_clone
 from nsa_fast.blend.poisson import seamless_clone_batch
 from nsa_fast.blend.solvers import SOLVERS

@@ -15,7 +15,6 @@ import csv
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .errors import InputError, NsaError

@@ -9,7 +9,7 @@ import argparse
 import dataclasses
 import json
 import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 

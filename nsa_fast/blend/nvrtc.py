@@ -11,7 +11,6 @@ import ctypes
 import glob
 import os
 from functools import lru_cache
-from pathlib import Path
 
 from ..errors import NsaError
 
