@@ -1,7 +1,7 @@
 """Training batches from image files with NVIDIA DALI: read, decode, resize and augment.
 
 For image sets too large to cache in memory. The pipeline mirrors the CPU path
-(``nsa_fast.io.read_image`` followed by ``nsa_fast.transforms.train_transform``):
+(``nsa_fast.io.read_image`` followed by ``nsa_fast.transforms.draw_augment`` and ``apply_augment``):
 
 1. read the files, reshuffled as a whole every epoch;
 2. decode to RGB (or grayscale when ``preset.channels == 1``, one channel);
@@ -68,7 +68,7 @@ def _import_dali():
             "nsa_fast.dali_loader needs NVIDIA DALI, which is not installed or cannot be loaded "
             f"({err}). Install it with `pip install nvidia-dali-cuda120` (CUDA 12 build; it also "
             "runs on CPU-only machines with device='cpu'), or train from images cached in memory "
-            "(nsa_fast.data.load_images with nsa_fast.transforms.train_transform).") from err
+            "(nsa_fast.data.load_images and the default --loader memory).") from err
     return dali, fn, types, DALIGenericIterator, LastBatchPolicy
 
 

@@ -13,8 +13,8 @@ from torch.utils.data import DataLoader
 
 from .presets import Preset
 from .sampler import get_task, sample_plan
-from .synth import SyntheticDataset, pick_source, sample_rng
-from .transforms import apply_augment_batch, draw_augment
+from .synth import SyntheticDataset, draw_pair, sample_rng
+from .transforms import apply_augment_batch
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> list[np.ndarray]:
@@ -105,12 +105,9 @@ class BatchedPipeline:
     def make(self, epoch: int, indices: np.ndarray):
         n, shape = len(self.cache), self.cache.shape[1:3]
         rngs = [sample_rng(self.seed, epoch, int(i)) for i in indices]
-        src_idx, dst_aug, src_aug = [], [], []
-        for i, rng in zip(indices, rngs):
-            j = pick_source(rng, int(i), n, self.task.same_source)
-            src_idx.append(j)
-            dst_aug.append(draw_augment(self.preset, shape, rng))
-            src_aug.append(dst_aug[-1] if j == i else draw_augment(self.preset, shape, rng))
+        draws = [draw_pair(rng, int(i), n, shape, self.preset, self.task.same_source)
+                 for i, rng in zip(indices, rngs)]
+        src_idx, dst_aug, src_aug = (list(x) for x in zip(*draws))
         dev = self.device
         dst = apply_augment_batch(self.cache, torch.as_tensor(indices, device=dev), dst_aug, self.preset)
         src = apply_augment_batch(self.cache, torch.as_tensor(src_idx, device=dev), src_aug, self.preset)

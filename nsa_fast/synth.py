@@ -17,7 +17,7 @@ from .blend.opencv import Synthetic, execute_plan
 from .errors import InputError, check_image
 from .presets import LABEL_MODES, Preset, add_preset_args, resolve_preset
 from .sampler import Stats, Task, TASKS, get_task, object_mask, sample_plan
-from .transforms import check_size, train_transform
+from .transforms import Augment, apply_augment, check_size, draw_augment
 
 
 def pick_source(rng: np.random.Generator, index: int, n: int, same: bool) -> int:
@@ -26,6 +26,18 @@ def pick_source(rng: np.random.Generator, index: int, n: int, same: bool) -> int
         return index
     j = int(rng.integers(n - 1))
     return j + (j >= index)
+
+
+def draw_pair(rng: np.random.Generator, index: int, n: int, shape: tuple[int, int], preset: Preset,
+              same: bool, augment: bool = True) -> tuple[int, Augment | None, Augment | None]:
+    """A sample's source image and the two transforms, drawn in the one order every pipeline uses
+    (source, destination transform, source transform; the plan is drawn after), so the CPU and
+    device pipelines make the same samples from the same generator."""
+    j = pick_source(rng, index, n, same)
+    if not augment:
+        return j, None, None
+    dst_aug = draw_augment(preset, shape, rng)
+    return j, dst_aug, dst_aug if j == index else draw_augment(preset, shape, rng)
 
 
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -105,11 +117,13 @@ class SyntheticDataset:
         which reaches worker processes where set_epoch would not."""
         epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         rng = sample_rng(self.seed, epoch, index)
-        j = pick_source(rng, index, len(self.images), self.task.same_source)
-        dst, src = self.images[index], self.images[j]
+        dst = self.images[index]
+        j, dst_aug, src_aug = draw_pair(rng, index, len(self.images), dst.shape[:2], self.preset,
+                                        self.task.same_source, self.augment)
+        src = self.images[j]
         if self.augment:
-            dst = train_transform(dst, self.preset, rng)
-            src = dst if j == index else train_transform(src, self.preset, rng)
+            dst = apply_augment(dst, self.preset, dst_aug)
+            src = dst if j == index else apply_augment(src, self.preset, src_aug)
         out, stats = synthesize(dst, src, self.preset, self.task, self.label_mode, rng,
                                 self.masks[index], self.masks[j])
         self.stats += stats

@@ -72,12 +72,6 @@ def apply_augment(img: np.ndarray, preset: Preset, aug: Augment) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
-def train_transform(img: np.ndarray, preset: Preset, rng: np.random.Generator) -> np.ndarray:
-    """Draw and apply the training transform to one uint8 (H, W, C) image."""
-    check_size(img, preset)
-    return apply_augment(img, preset, draw_augment(preset, img.shape[:2], rng))
-
-
 def apply_augment_batch(images: torch.Tensor, index: torch.Tensor, augs: list[Augment],
                         preset: Preset) -> torch.Tensor:
     """The training transform for images[index] (uint8 (N, H, W, C) on any device), one Augment
