@@ -1,7 +1,8 @@
 """Solvers of the batched 5-point Poisson problem with zero Dirichlet boundary.
 
 Every solver takes rhs (B, C, R, K) float32 (zero outside each item's interior), a first guess of
-the same shape and sizes (B, 2) host ints (rows, cols of each item's interior), and returns the
+the same shape and sizes (an ``Interior``, or (B, 2) host ints: rows, cols of each item's
+interior, sent to the device in one copy), and returns the
 solution u (B, C, R, K) with  u[i-1,j] + u[i+1,j] + u[i,j-1] + u[i,j+1] - 4 u[i,j] = rhs[i,j].
 They are torch code for any device; ``nsa_fast.blend.cuda`` has CUDA-kernel versions of the
 iterative ones, which compute the same thing.
@@ -9,37 +10,81 @@ iterative ones, which compute the same thing.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-
-_DST_CACHE: dict[tuple[int, int, str], torch.Tensor] = {}
-_DST_CACHE_MAX = 512  # entries of at most N x N float32 each
+from ..transfer import DevicePack, HostPack
 
 
-def _dst_matrix(n: int, N: int, device: torch.device) -> torch.Tensor:
-    """The n x n DST-I matrix sin(pi (i+1)(k+1) / (n+1)), zero-padded to N x N, cached."""
-    key = (n, N, str(device))
-    m = _DST_CACHE.get(key)
-    if m is None:
-        i = torch.arange(1, N + 1, device=device, dtype=torch.int64)
-        # Reduce the angle exactly in integers before the sine: (i k) mod 2(n+1).
-        prod = torch.remainder(i[:, None] * i[None, :], 2 * (n + 1))
-        inside = (i[:, None] <= n) & (i[None, :] <= n)
-        m = (torch.sin(prod.to(torch.float64) * (math.pi / (n + 1))) * inside).to(torch.float32)
-        if len(_DST_CACHE) >= _DST_CACHE_MAX:
-            _DST_CACHE.clear()
-        _DST_CACHE[key] = m
-    return m
+@dataclass(frozen=True)
+class Interior:
+    """The extent of each problem's unknowns, on the host and on the device.
+
+    host: (B, 2) int64 rows and columns (the host decides iteration counts and grid sizes);
+    dev: the same as int32 on the device; omega: (B,) float32 optimal SOR relaxation per item, on
+    the device (computed on the host, so that every device gets the same bits).
+    """
+
+    host: np.ndarray
+    dev: torch.Tensor
+    omega: torch.Tensor
+
+    @staticmethod
+    def add_to(pack: HostPack, prefix: str, sizes: np.ndarray) -> None:
+        """Put what ``from_pack`` needs into a pack that goes to the device in one copy."""
+        pack.add(prefix + "sizes", np.asarray(sizes, np.int64).reshape(-1, 2))
+        pack.add(prefix + "omega", sor_omega(sizes))
+
+    @classmethod
+    def from_pack(cls, sizes: np.ndarray, packed: DevicePack, prefix: str = "") -> "Interior":
+        return cls(np.asarray(sizes, np.int64).reshape(-1, 2), packed.get(prefix + "sizes", torch.int32),
+                   packed.get(prefix + "omega", torch.float32))
+
+    @classmethod
+    def from_host(cls, sizes, device: torch.device) -> "Interior":
+        """One host-to-device copy of the sizes and relaxations."""
+        pack = HostPack()
+        cls.add_to(pack, "", np.asarray(sizes, np.int64).reshape(-1, 2))
+        return cls.from_pack(sizes, pack.send(device))
+
+    def mask(self, R: int, K: int) -> torch.Tensor:
+        """(B, 1, R, K) bool: the cells of each item's unknowns on the padded grid."""
+        dev = self.dev.device
+        r = torch.arange(R, device=dev)[None, :, None]
+        c = torch.arange(K, device=dev)[None, None, :]
+        return ((r < self.dev[:, 0, None, None]) & (c < self.dev[:, 1, None, None]))[:, None]
 
 
-def _dst_matrices(n: np.ndarray, N: int, device: torch.device) -> torch.Tensor:
-    """(B, N, N) DST-I matrices for the host sizes n (B,)."""
-    uniq, inverse = np.unique(n, return_inverse=True)
-    table = torch.stack([_dst_matrix(int(k), N, device) for k in uniq])
-    return table[torch.as_tensor(inverse, device=device)]
+def as_interior(sizes, device: torch.device) -> Interior:
+    """``sizes`` as an Interior: host (B, 2) sizes are sent to the device (one copy)."""
+    return sizes if isinstance(sizes, Interior) else Interior.from_host(sizes, device)
+
+
+_DST_TABLES: dict[str, torch.Tensor] = {}
+_DST_GROWTH = 32  # table sides grow in steps, so that a run builds it a few times at most
+
+
+def _dst_table(N: int, device: torch.device) -> torch.Tensor:
+    """(M + 1, M, M) float32 with M >= N: entry n is the n x n DST-I matrix
+    sin(pi (i+1)(k+1) / (n+1)), zero-padded. The n x n matrix padded to N x N is the top-left
+    N x N block of entry n, so one table serves every grid size of a run."""
+    key = str(device)
+    table = _DST_TABLES.get(key)
+    if table is None or table.shape[1] < N:
+        M = -(-max(N, 1) // _DST_GROWTH) * _DST_GROWTH
+        i = torch.arange(1, M + 1, device=device, dtype=torch.int64)
+        prod = i[:, None] * i[None, :]
+        rows = [torch.zeros(M, M, device=device)]
+        for n in range(1, M + 1):
+            # Reduce the angle exactly in integers before the sine: (i k) mod 2(n+1).
+            angle = torch.remainder(prod, 2 * (n + 1)).to(torch.float64) * (math.pi / (n + 1))
+            inside = (i[:, None] <= n) & (i[None, :] <= n)
+            rows.append((torch.sin(angle) * inside).to(torch.float32))
+        table = _DST_TABLES[key] = torch.stack(rows)
+    return table
 
 
 def _eigen(n: torch.Tensor, N: int) -> torch.Tensor:
@@ -48,24 +93,25 @@ def _eigen(n: torch.Tensor, N: int) -> torch.Tensor:
     return (2.0 * torch.cos(math.pi * i[None] / (n + 1).to(torch.float64)[:, None])).to(torch.float32)
 
 
-def dst_solve(rhs: torch.Tensor, guess: torch.Tensor, sizes: np.ndarray) -> torch.Tensor:
+def dst_solve(rhs: torch.Tensor, guess: torch.Tensor, sizes) -> torch.Tensor:
     """Direct solve by the sine transform, as padded batched matrix products (exact in one step).
 
     OpenCV's solver divides by float32 eigenvalues; so does this one, which keeps the two within
     rounding of each other. TF32 would cost 3 decimal digits, so matmuls run in full float32.
     """
     B, C, R, K = rhs.shape
-    if R == 0 or K == 0:
+    if R == 0 or K == 0 or B == 0:
         return rhs.clone()
-    sizes = np.asarray(sizes, np.int64)
-    n = torch.as_tensor(sizes, device=rhs.device)
-    Sr = _dst_matrices(sizes[:, 0], R, rhs.device)[:, None]
-    Sc = _dst_matrices(sizes[:, 1], K, rhs.device)[:, None]
-    fy, fx = _eigen(n[:, 0], R), _eigen(n[:, 1], K)
+    n = as_interior(sizes, rhs.device)
+    table = _dst_table(max(R, K), rhs.device)
+    rows, cols = n.dev[:, 0].long(), n.dev[:, 1].long()
+    Sr = table[rows, :R, :R][:, None]
+    Sc = table[cols, :K, :K][:, None]
+    fy, fx = _eigen(rows, R), _eigen(cols, K)
     denom = (fx[:, None, :] + fy[:, :, None]) - 4.0
     # Beyond an item's size the eigenvalue formula can reach 0 (cos 2pi); those entries are zero.
-    denom = torch.where(_interior_mask(rhs, sizes)[:, 0], denom, 1.0)
-    scale = (4.0 / ((n[:, 0] + 1) * (n[:, 1] + 1)).to(torch.float32)).reshape(B, 1, 1, 1)
+    denom = torch.where(n.mask(R, K)[:, 0], denom, 1.0)
+    scale = (4.0 / ((rows + 1) * (cols + 1)).to(torch.float32)).reshape(B, 1, 1, 1)
     with _full_float32(rhs.device):
         t = Sr @ rhs @ Sc
         t = t / denom[:, None]
@@ -86,14 +132,6 @@ class _full_float32:
     def __exit__(self, *exc):
         if self.cuda:
             torch.backends.cuda.matmul.allow_tf32 = self.saved
-
-
-def _interior_mask(rhs: torch.Tensor, sizes: np.ndarray) -> torch.Tensor:
-    n = torch.as_tensor(np.asarray(sizes, np.int64), device=rhs.device)
-    R, K = rhs.shape[-2:]
-    r = torch.arange(R, device=rhs.device)[None, :, None]
-    c = torch.arange(K, device=rhs.device)[None, None, :]
-    return ((r < n[:, 0, None, None]) & (c < n[:, 1, None, None]))[:, None]
 
 
 def _neighbours(u: torch.Tensor) -> torch.Tensor:
@@ -121,8 +159,9 @@ def sor_omega(sizes: np.ndarray) -> np.ndarray:
 
 def jacobi_solve(rhs, guess, sizes, iterations: int | None = None):
     """Jacobi sweeps (two buffers); the simple reference of the iterative path."""
-    it = jacobi_iterations(sizes) if iterations is None else iterations
-    inside = _interior_mask(rhs, sizes)
+    n = as_interior(sizes, rhs.device)
+    it = jacobi_iterations(n.host) if iterations is None else iterations
+    inside = n.mask(*rhs.shape[-2:])
     u = guess * inside
     for _ in range(it):
         u = (_neighbours(u) - rhs) * 0.25 * inside
@@ -139,10 +178,11 @@ def _checker(rhs: torch.Tensor) -> torch.Tensor:
 def sor_solve(rhs, guess, sizes, iterations: int | None = None):
     """Red-black successive over-relaxation: red cells (row + col even) update from black ones,
     then black from red, so each half-sweep is race-free in place."""
-    it = sor_iterations(sizes) if iterations is None else iterations
-    inside = _interior_mask(rhs, sizes)
+    n = as_interior(sizes, rhs.device)
+    it = sor_iterations(n.host) if iterations is None else iterations
+    inside = n.mask(*rhs.shape[-2:])
     red = _checker(rhs)
-    omega = torch.as_tensor(sor_omega(sizes), device=rhs.device).reshape(-1, 1, 1, 1)
+    omega = n.omega.reshape(-1, 1, 1, 1)
     u = guess * inside
     for _ in range(it):
         for colour in (red, ~red):

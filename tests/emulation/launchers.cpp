@@ -28,7 +28,7 @@ extern "C" void run_sor_block(float* u, const float* rhs, const int* sizes, cons
     LAUNCH(planes, 1, 1, 1, 1, sor_block(u, rhs, sizes, omega, C, R, K, iterations));
 }
 
-extern "C" void run_median(const unsigned short* x, unsigned short* out, int planes, int H, int W)
+extern "C" void run_median(const short* x, short* out, int planes, int H, int W)
 {
     LAUNCH(up(W, 16), up(H, 16), planes, 16, 16, median_disk(x, out, H, W));
 }
