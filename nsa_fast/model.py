@@ -70,6 +70,17 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+_STATS: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _imagenet_stats(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1, 3, 1, 1) mean and std on ``device``, copied there once rather than every step."""
+    if device not in _STATS:
+        _STATS[device] = (torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1),
+                          torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1))
+    return _STATS[device]
+
+
 def normalize(images: torch.Tensor, mode: str) -> torch.Tensor:
     """uint8 (B, H, W, C) -> float (B, C, H, W) in 0..1, then ImageNet statistics if mode says so.
 
@@ -80,7 +91,6 @@ def normalize(images: torch.Tensor, mode: str) -> torch.Tensor:
         if x.shape[1] != 3:
             raise ValueError(f"ImageNet normalisation needs 3 channels, got {x.shape[1]}; "
                              "use --set normalize=none for grayscale data.")
-        mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+        mean, std = _imagenet_stats(x.device)
         x = (x - mean) / std
     return x.contiguous(memory_format=torch.channels_last)

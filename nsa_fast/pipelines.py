@@ -3,33 +3,95 @@
 Both pipelines draw every sample's randomness from ``sample_rng(seed, epoch, index)`` in the same
 order (source image, destination transform, source transform, patch plan), so a sample does not
 depend on the number of workers, ranks or on the pipeline. Each yields (images uint8 (B, h, w, C),
-labels float32 (B, h, w)) on the training device.
+labels float32 (B, h, w)) on the device where it makes them; ``to_training_device`` is the one
+place that moves them to the device the network trains on.
 """
 from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from .presets import Preset
-from .sampler import get_task, sample_plan
+from .sampler import Stats, get_task, sample_plan
 from .synth import SyntheticDataset, draw_pair, sample_rng
-from .transforms import apply_augment_batch
+from .transfer import HostPack
+from .transforms import augment_on_device, pack_augment
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> list[np.ndarray]:
     """This rank's batches of one epoch: a seeded shuffle, split across ranks, then into batches.
 
-    A trailing batch of one sample is dropped (batch norm needs two); other partial batches stay,
-    so classes with fewer images than the batch size still train.
+    Every rank gets the same number of samples, hence of batches and optimizer steps (a rank with
+    an extra step would wait forever in DDP's all-reduce): when ``world`` does not divide ``n``
+    the shuffled order is wrapped around, so a few images appear twice in that epoch, as
+    torch's DistributedSampler does. A trailing batch of one sample is dropped on every rank
+    alike (batch norm needs two); other partial batches stay, so classes with fewer images than
+    the batch size still train.
     """
-    order = np.random.default_rng([seed, epoch, 0x5EED]).permutation(n)[rank::world]
+    order = np.random.default_rng([seed, epoch, 0x5EED]).permutation(n)
+    per_rank = -(-n // world)
+    order = np.resize(order, per_rank * world)[rank::world]
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     return [b for b in batches if len(b) > 1]
 
 
+def to_training_device(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device):
+    """Every pipeline's batches, on the device the network trains on (the one place that moves
+    them; asynchronous from the pinned memory the CPU pipelines use when training on CUDA)."""
+    for images, labels in batches:
+        yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+
+
+def _bind_device(device: torch.device) -> None:
+    """Runs in the prefetch thread: CUDA's current device is per thread, and without this every
+    rank's thread would create a context on GPU 0."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+
+
+def prefetched(jobs: Iterable[Callable[[], tuple]], device: torch.device) -> Iterator[tuple]:
+    """Run each job in a background thread, one ahead of the caller.
+
+    On CUDA the thread works on its own stream with ``device`` current, and the caller's stream
+    waits for that work before it uses the tensors, so making the next batch overlaps the
+    training step on the current one without a host synchronisation.
+    """
+    stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+
+    def run(job):
+        if stream is None:
+            return job(), None
+        with torch.cuda.stream(stream):
+            out = job()
+            ready = torch.cuda.Event()
+            ready.record(stream)
+        return out, ready
+
+    jobs = iter(jobs)
+    with ThreadPoolExecutor(max_workers=1, initializer=_bind_device, initargs=(device,)) as pool:
+        first = next(jobs, None)
+        pending = None if first is None else pool.submit(run, first)
+        while pending is not None:
+            out, ready = pending.result()
+            job = next(jobs, None)
+            pending = None if job is None else pool.submit(run, job)
+            if ready is not None:  # the consumer's stream waits for the side stream's work
+                consumer = torch.cuda.current_stream(device)
+                consumer.wait_event(ready)
+                for t in out:
+                    t.record_stream(consumer)
+            yield out
+
+
 class CpuPipeline:
-    """Synthetic anomalies made by DataLoader workers with the OpenCV executor (the reference path)."""
+    """Synthetic anomalies made by DataLoader workers with the OpenCV executor (the reference path).
+
+    Batches stay on the CPU, in pinned memory when the network trains on CUDA.
+    """
 
     def __init__(self, images: np.ndarray, preset: Preset, task: str, label: str, seed: int,
                  batch_size: int, workers: int, device: torch.device, rank: int = 0, world: int = 1):
@@ -45,95 +107,84 @@ class CpuPipeline:
         loader = DataLoader(self.ds, batch_sampler=keyed, num_workers=self.workers,
                             pin_memory=self.device.type == "cuda")
         for item in loader:
-            # CPU -> device: one copy of the batch, asynchronous from pinned memory
-            yield (item["image"].to(self.device, non_blocking=True),
-                   item["label"].to(self.device, non_blocking=True))
+            yield item["image"], item["label"]
 
 
 class BatchedPipeline:
     """The image cache, the augmentation and the blending on one device (``--gpu-blend`` on CUDA).
 
-    The CPU only draws the plans; it sees the object masks of the augmented images through one
-    device-to-host copy per batch.
+    The CPU only draws the plans. Per batch: one host-to-device copy of the transforms, one
+    device-to-host copy of the augmented images' object masks (the sampler needs them), one
+    host-to-device copy of the plans.
     """
 
     def __init__(self, images: np.ndarray, preset: Preset, task: str, label: str, seed: int,
-                 batch_size: int, device: torch.device, solver=None, rank: int = 0, world: int = 1):
+                 batch_size: int, device: torch.device, solver=None, disk_median=None,
+                 rank: int = 0, world: int = 1):
         from .blend.batched import BatchedExecutor
         from .blend.solvers import dst_solve
 
         self.cache = torch.from_numpy(images).to(device)  # decoded once, kept on the device
         self.preset, self.task, self.label, self.seed = preset, get_task(task), label, seed
         self.batch_size, self.device, self.rank, self.world = batch_size, device, rank, world
-        self.executor = BatchedExecutor(solver or dst_solve)
+        self.executor = BatchedExecutor(solver or dst_solve, disk_median)
 
     def batches(self, epoch: int) -> list[np.ndarray]:
         return epoch_batches(len(self.cache), self.batch_size, self.seed, epoch, self.rank, self.world)
 
     def epoch(self, epoch: int):
-        """Batches of one epoch; the next one is made in a background thread (on its own CUDA
-        stream) while the caller trains on the current one, so plan drawing and blending overlap
-        the training step."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        batches = self.batches(epoch)
-        if not batches:
-            return
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(self._make_ready, epoch, batches[0])
-            for k in range(len(batches)):
-                images, labels, ready = pending.result()
-                if k + 1 < len(batches):
-                    pending = pool.submit(self._make_ready, epoch, batches[k + 1])
-                if ready is not None:  # the consumer's stream waits for the side stream's work
-                    torch.cuda.current_stream(self.device).wait_event(ready)
-                    images.record_stream(torch.cuda.current_stream(self.device))
-                    labels.record_stream(torch.cuda.current_stream(self.device))
-                yield images, labels
-
-    def _make_ready(self, epoch: int, indices: np.ndarray):
-        if self.device.type != "cuda":
-            return (*self.make(epoch, indices), None)
-        if not hasattr(self, "_stream"):
-            self._stream = torch.cuda.Stream(self.device)
-        with torch.cuda.stream(self._stream):
-            images, labels = self.make(epoch, indices)
-            ready = torch.cuda.Event()
-            ready.record(self._stream)
-        return images, labels, ready
+        """Batches of one epoch; the next one is made in a background thread while the caller
+        trains on the current one."""
+        jobs = [lambda b=b: self.make(epoch, b) for b in self.batches(epoch)]
+        return prefetched(jobs, self.device)
 
     def make(self, epoch: int, indices: np.ndarray):
-        n, shape = len(self.cache), self.cache.shape[1:3]
+        """(images uint8 (B, h, w, C), labels float32 (B, h, w)) on the device."""
+        _, batch, _ = self.sample(epoch, indices)
+        return batch.images, batch.labels
+
+    def sample(self, epoch: int, indices: np.ndarray):
+        """The augmented destinations uint8 (B, h, w, C) and the executor's Batch, on the device,
+        and the sampler's Stats of the batch."""
+        n, shape = len(self.cache), tuple(self.cache.shape[1:3])
         rngs = [sample_rng(self.seed, epoch, int(i)) for i in indices]
         draws = [draw_pair(rng, int(i), n, shape, self.preset, self.task.same_source)
                  for i, rng in zip(indices, rngs)]
         src_idx, dst_aug, src_aug = (list(x) for x in zip(*draws))
-        dev = self.device
-        dst = apply_augment_batch(self.cache, torch.as_tensor(indices, device=dev), dst_aug, self.preset)
-        src = apply_augment_batch(self.cache, torch.as_tensor(src_idx, device=dev), src_aug, self.preset)
-        return synthesize_batch(self.executor, dst, src, rngs, self.preset, self.task, self.label)
+        pack = HostPack()
+        rot_d = pack_augment(pack, "dst.", indices, dst_aug, self.preset, shape)
+        rot_s = pack_augment(pack, "src.", src_idx, src_aug, self.preset, shape)
+        packed = pack.send(self.device)  # host -> device: the batch's transforms
+        dst = augment_on_device(self.cache, packed, "dst.", self.preset, rot_d)
+        src = augment_on_device(self.cache, packed, "src.", self.preset, rot_s)
+        return (dst, *synthesize_batch(self.executor, dst, src, rngs, self.preset, self.task, self.label))
 
 
 def synthesize_batch(executor, dst: torch.Tensor, src: torch.Tensor, rngs, preset: Preset, task, label: str):
-    """Object masks on the device, plans on the CPU, blending and labels on the device."""
+    """Object masks on the device, plans on the CPU, blending and labels on the device; returns
+    the executor's Batch and the plans' Stats."""
     from .blend.batched import object_mask_batch
 
-    bg = preset.background
-    d_obj, s_obj = object_mask_batch(dst, bg), object_mask_batch(src, bg)
-    # device -> host: the sampler needs the object masks (the one sync of a batch)
-    d_host = None if d_obj is None else d_obj.cpu().numpy()
-    s_host = None if s_obj is None else s_obj.cpu().numpy()
-    plans = [sample_plan(dst.shape[1:3], preset, task, rng,
-                         None if s_host is None else s_host[k], None if d_host is None else d_host[k])
-             for k, rng in enumerate(rngs)]
-    out = executor(dst, src, plans, label, logistic=preset.logistic, label_tol=preset.label_tol,
-                   src_obj=s_obj, dst_obj=d_obj, n_max=preset.n_max)
-    return out.images, out.labels
+    plans_of = lambda d, s: [sample_plan(dst.shape[1:3], preset, task, rng, s[k], d[k])  # noqa: E731
+                             for k, rng in enumerate(rngs)]
+    if preset.background is None:
+        plans = plans_of([None] * len(rngs), [None] * len(rngs))
+        d_obj = s_obj = None
+    else:
+        d_obj, s_obj = object_mask_batch(dst, preset.background), object_mask_batch(src, preset.background)
+        # device -> host: the sampler needs the object masks (the one read-back of a batch)
+        both = torch.stack([d_obj, s_obj]).cpu().numpy()
+        plans = plans_of(both[0], both[1])
+    stats = Stats()
+    for plan in plans:
+        stats += plan.stats
+    return executor(dst, src, plans, label, logistic=preset.logistic, label_tol=preset.label_tol,
+                    src_obj=s_obj, dst_obj=d_obj, n_max=preset.n_max), stats
 
 
 class DaliPipeline:
     """Files read, decoded and augmented by DALI (for sets too large to cache), then blended by the
-    batched executor on the same device.
+    batched executor on the same device, in a background thread as ``BatchedPipeline`` does.
 
     The source of each sample is the next image of the same batch (DALI hands out batches, not
     random access), with its own augmentation. DALI's reader keeps its own shuffle state, so a
@@ -142,22 +193,31 @@ class DaliPipeline:
     """
 
     def __init__(self, files, preset: Preset, task: str, label: str, seed: int, batch_size: int,
-                 device: torch.device, rank: int = 0, world: int = 1, workers: int = 2):
+                 device: torch.device, solver=None, disk_median=None, rank: int = 0, world: int = 1,
+                 workers: int = 2):
         from .blend.batched import BatchedExecutor
+        from .blend.solvers import dst_solve
         from .dali_loader import DaliTrainLoader
 
         self.loader = DaliTrainLoader(files, preset, batch_size, seed,
                                       device="gpu" if device.type == "cuda" else "cpu",
+                                      device_id=device.index if device.type == "cuda" else None,
                                       shard_id=rank, num_shards=world, num_threads=max(1, workers),
                                       return_indices=True)
         self.preset, self.task, self.label, self.seed = preset, get_task(task), label, seed
-        self.executor = BatchedExecutor()
+        self.device = device
+        self.executor = BatchedExecutor(solver or dst_solve, disk_median)
 
     def batches(self, epoch: int) -> range:
         return range(len(self.loader))
 
     def epoch(self, epoch: int):
-        for images, indices in self.loader:
-            rngs = [sample_rng(self.seed, epoch, int(i)) for i in indices]
-            src = images if self.task.same_source else images.roll(1, 0)
-            yield synthesize_batch(self.executor, images, src, rngs, self.preset, self.task, self.label)
+        source = iter(self.loader)
+        # Each job pulls DALI's next batch and blends it, both in the prefetch thread.
+        return prefetched([lambda: self._blend(epoch, *next(source)) for _ in self.batches(epoch)], self.device)
+
+    def _blend(self, epoch: int, images: torch.Tensor, indices: torch.Tensor):
+        rngs = [sample_rng(self.seed, epoch, int(i)) for i in indices.tolist()]  # indices are on the host
+        src = images if self.task.same_source else images.roll(1, 0)
+        out, _ = synthesize_batch(self.executor, images, src, rngs, self.preset, self.task, self.label)
+        return out.images, out.labels

@@ -267,19 +267,44 @@ def resized_object_mask(src_obj: np.ndarray, sbox, h: int, w: int) -> np.ndarray
     return crop.astype(bool)
 
 
-def stack_plans(plans: list[Plan]) -> dict[str, np.ndarray]:
-    """Concatenate the patches of a batch of plans into flat arrays for a batched executor.
+@dataclass(frozen=True)
+class PlanBatch:
+    """The patches of a batch of plans as flat host arrays, for a batched executor.
 
-    Returns sample (P,) int64 index of each patch's sample, round (P,) its order within the sample,
-    src_box, dst_box (P, 4) int32, mode (P,) int8, factor (B,) float32, mask_value (B,) int32.
+    One row per patch, samples in order and each sample's patches in blending order: sample (P,)
+    the patch's sample, round (P,) its place within the sample, src_box and dst_box (P, 4)
+    ``(y0, y1, x0, x1)``, mode (P,); per sample: factor (B,) float32, mask_value (B,),
+    n_patches (B,). Integer arrays are int64.
     """
-    counts = [p.n_patches for p in plans]
-    return {
-        "sample": np.repeat(np.arange(len(plans)), counts),
-        "round": np.concatenate([np.arange(c) for c in counts]) if plans else np.zeros(0, int),
-        "src_box": np.concatenate([p.src_box for p in plans]).reshape(-1, 4),
-        "dst_box": np.concatenate([p.dst_box for p in plans]).reshape(-1, 4),
-        "mode": np.concatenate([p.mode for p in plans]),
-        "factor": np.asarray([p.factor for p in plans], np.float32),
-        "mask_value": np.asarray([p.mask_value for p in plans], np.int32),
-    }
+
+    sample: np.ndarray
+    round: np.ndarray
+    src_box: np.ndarray
+    dst_box: np.ndarray
+    mode: np.ndarray
+    factor: np.ndarray
+    mask_value: np.ndarray
+    n_patches: np.ndarray
+
+    @classmethod
+    def stack(cls, plans: list[Plan]) -> "PlanBatch":
+        counts = np.asarray([p.n_patches for p in plans], np.int64)
+        return cls(sample=np.repeat(np.arange(len(plans), dtype=np.int64), counts),
+                   round=np.concatenate([np.arange(c, dtype=np.int64) for c in counts]) if plans
+                   else np.zeros(0, np.int64),
+                   src_box=np.concatenate([p.src_box for p in plans] or [np.zeros((0, 4))]).reshape(-1, 4).astype(np.int64),
+                   dst_box=np.concatenate([p.dst_box for p in plans] or [np.zeros((0, 4))]).reshape(-1, 4).astype(np.int64),
+                   mode=np.concatenate([p.mode for p in plans] or [np.zeros(0)]).astype(np.int64),
+                   factor=np.asarray([p.factor for p in plans], np.float32),
+                   mask_value=np.asarray([p.mask_value for p in plans], np.int64),
+                   n_patches=counts)
+
+    @property
+    def dst_size(self) -> np.ndarray:
+        """(P, 2) rows and columns of each patch at its destination (its resized size)."""
+        return np.stack([self.dst_box[:, 1] - self.dst_box[:, 0], self.dst_box[:, 3] - self.dst_box[:, 2]], 1)
+
+    @property
+    def rounds(self) -> int:
+        """Blending rounds: the most patches any sample has."""
+        return int(self.n_patches.max(initial=0))

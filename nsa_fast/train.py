@@ -28,6 +28,8 @@ from . import checkpoint
 from .errors import NsaError
 from .model import EncoderDecoder, normalize
 from .presets import LABEL_MODES, Preset, add_preset_args, resolve_preset
+from .blend.solvers import SOLVER_NAMES
+from .pipelines import to_training_device
 from .sampler import TASKS, get_task
 
 
@@ -50,6 +52,7 @@ class TrainConfig:
     amp: str = "auto"
     device: str = "auto"
     loader: str = "memory"
+    solver: str = "auto"
     steps_per_epoch: int | None = None  # cap, for smoke runs
     stop_after: int | None = None       # epochs to run in this invocation (then --resume)
     evaluate: bool = True
@@ -75,6 +78,10 @@ def parse_args(argv=None) -> tuple[TrainConfig, Preset, bool]:
     ap.add_argument("--loader", choices=("memory", "dali"), default="memory",
                     help="memory: decode once into a uint8 cache (CPU, or GPU with --gpu-blend); "
                          "dali: read and augment files with NVIDIA DALI each epoch (large sets)")
+    ap.add_argument("--solver", choices=SOLVER_NAMES, default="auto",
+                    help="Poisson solver of the batched pipeline (--gpu-blend, --loader dali): dst, the "
+                         "direct sine-transform solve; sor and jacobi, iterative (CUDA kernels on a GPU); "
+                         "auto, the fastest on the device (see README)")
     ap.add_argument("--grid-every", type=int, default=10, help="write a PNG grid every N epochs")
     ap.add_argument("--amp", choices=("auto", "off", "bf16"), default="auto",
                     help="auto: bf16 on GPUs with fast bf16 (sm_80+), fp32 elsewhere (Pascal included)")
@@ -95,7 +102,7 @@ def parse_args(argv=None) -> tuple[TrainConfig, Preset, bool]:
                       gpu_blend=a.gpu_blend, blend_device=a.blend_device, epochs=preset.epochs,
                       batch_size=a.batch_size, lr=a.lr, seed=a.seed, workers=a.workers,
                       grid_every=a.grid_every, amp=a.amp, device=a.device, loader=a.loader,
-                      steps_per_epoch=a.steps_per_epoch,
+                      solver=a.solver, steps_per_epoch=a.steps_per_epoch,
                       stop_after=a.stop_after, evaluate=not a.no_eval)
     return cfg, preset, a.resume
 
@@ -126,18 +133,23 @@ def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None
 
 def build_pipeline(cfg: TrainConfig, preset: Preset, files: list, device, rank, world):
     """The batch source, chosen once here: DALI, the device cache (--gpu-blend) or CPU workers."""
+    from .blend.solvers import pick_solver
     from .data import load_images
     from .pipelines import BatchedPipeline, CpuPipeline, DaliPipeline
 
+    batched = cfg.loader == "dali" or cfg.gpu_blend or cfg.blend_device
+    if not batched and cfg.solver != "auto":
+        raise NsaError(f"--solver {cfg.solver} chooses the Poisson solver of the batched pipeline; the CPU "
+                       "workers blend with OpenCV. Add --gpu-blend (or --loader dali), or drop --solver.")
     if cfg.loader == "dali":
         dev = device if cfg.gpu_blend else torch.device(cfg.blend_device or "cpu")
         return DaliPipeline(files, preset, cfg.task, cfg.label, cfg.seed, cfg.batch_size, dev,
-                            rank=rank, world=world, workers=cfg.workers)
+                            solver=pick_solver(cfg.solver, dev), rank=rank, world=world, workers=cfg.workers)
     images = load_images(files, preset, preset.image_size)
-    if cfg.gpu_blend or cfg.blend_device:
+    if batched:
         blend_dev = device if cfg.gpu_blend else torch.device(cfg.blend_device)
         return BatchedPipeline(images, preset, cfg.task, cfg.label, cfg.seed, cfg.batch_size, blend_dev,
-                               rank=rank, world=world)
+                               solver=pick_solver(cfg.solver, blend_dev), rank=rank, world=world)
     return CpuPipeline(images, preset, cfg.task, cfg.label, cfg.seed, cfg.batch_size, cfg.workers, device,
                        rank=rank, world=world)
 
@@ -161,14 +173,25 @@ def make_state(model, opt, sched, epoch: int, step: int, cfg: TrainConfig, prese
                            "head": "relu" if cfg.label == "intensity" else "sigmoid"}}
 
 
-def restore(state: dict, model, opt, sched) -> tuple[int, int]:
+def resume_from(path: Path, model, opt, sched) -> tuple[int, int]:
+    """Load OUT/last.pt into the model, optimizer and schedule and restore the RNG states; returns
+    (first epoch to run, steps done).
+
+    The checkpoint is read on the CPU whatever the training device: the RNG states must stay CPU
+    byte tensors (``torch.set_rng_state`` and ``torch.cuda.set_rng_state`` take nothing else), and
+    ``load_state_dict`` copies weights and optimizer state to the model's own device.
+    """
+    state = checkpoint.load(path, map_location="cpu")
     net = model.module if hasattr(model, "module") else model
     net.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"]["torch"])
-    if "cuda" in state["rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    saved = state["rng"].get("cuda", [])
+    if saved and torch.cuda.is_available():
+        # A run resumed on fewer GPUs restores the devices it has; extra saved states are unused.
+        for i in range(min(len(saved), torch.cuda.device_count())):
+            torch.cuda.set_rng_state(saved[i], i)
     return state["epoch"] + 1, state["step"]
 
 
@@ -241,7 +264,7 @@ def train_epoch(model, opt, pipeline, epoch, cfg, preset, device, amp_dtype, log
     losses, seen, t_data, t_step = [], 0, 0.0, 0.0
     t0 = time.perf_counter()
     last = None
-    it = iter(pipeline.epoch(epoch))
+    it = iter(to_training_device(pipeline.epoch(epoch), device))
     for k in range(len(pipeline.batches(epoch))):
         if cfg.steps_per_epoch is not None and k >= cfg.steps_per_epoch:
             break
@@ -302,7 +325,7 @@ def main(argv=None) -> int:
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs, eta_min=cfg.lr_min)
     start, step = 0, 0
     if resume and (out / "last.pt").exists():
-        start, step = restore(checkpoint.load(out / "last.pt", map_location=device), model, opt, sched)
+        start, step = resume_from(out / "last.pt", model, opt, sched)
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local] if device.type == "cuda" else None)
     if rank == 0:

@@ -2,7 +2,7 @@
 
 Parameters are drawn once per image (``draw_augment``, from the sample's generator) and applied
 either to a numpy image with OpenCV (CPU path) or to a batch of images on a device with torch
-(``apply_augment_batch``, the GPU path), so both paths share one source of randomness.
+(``augment_on_device``, the GPU path), so both paths share one source of randomness.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from .errors import InputError
 from .presets import Preset
+from .transfer import DevicePack, HostPack
 
 
 @dataclass(frozen=True)
@@ -72,30 +73,41 @@ def apply_augment(img: np.ndarray, preset: Preset, aug: Augment) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
-def apply_augment_batch(images: torch.Tensor, index: torch.Tensor, augs: list[Augment],
-                        preset: Preset) -> torch.Tensor:
-    """The training transform for images[index] (uint8 (N, H, W, C) on any device), one Augment
-    each; returns uint8 (B, crop, crop, C) on the same device.
+def pack_augment(pack: HostPack, prefix: str, index, augs: list[Augment], preset: Preset,
+                 shape: tuple[int, int]) -> bool:
+    """Put the transform of images[index] (one Augment each, images of ``shape`` (H, W)) into a
+    pack for the device; returns whether any image rotates (a host decision)."""
+    oy, ox = zip(*(_offsets(shape, preset, a) for a in augs)) if augs else ((), ())
+    pack.add(prefix + "index", np.asarray(index, np.int64))
+    pack.add(prefix + "oy", np.asarray(oy, np.float32))
+    pack.add(prefix + "ox", np.asarray(ox, np.float32))
+    pack.add(prefix + "flip", np.asarray([a.flip for a in augs], bool))
+    pack.add(prefix + "theta", np.asarray([np.deg2rad(a.angle) for a in augs], np.float32))
+    return any(a.angle for a in augs)
+
+
+def augment_on_device(images: torch.Tensor, packed: DevicePack, prefix: str, preset: Preset,
+                      rotate: bool) -> torch.Tensor:
+    """The training transform of ``pack_augment`` applied to uint8 images (N, H, W, C) on their
+    device; returns uint8 (B, crop, crop, C) there.
 
     Rotation samples bilinearly with a replicated border, as the OpenCV path does (values may
     differ by a grey level where OpenCV's fixed-point interpolation rounds differently).
     """
     dev = images.device
-    B = len(augs)
     N, H, W, C = images.shape
-    s = preset.crop
-    oy, ox = zip(*(_offsets((H, W), preset, a) for a in augs)) if B else ((), ())
-    oy = torch.as_tensor(oy, device=dev, dtype=torch.float32)
-    ox = torch.as_tensor(ox, device=dev, dtype=torch.float32)
-    flip = torch.as_tensor([a.flip for a in augs], device=dev)
+    index = packed.get(prefix + "index", torch.int64)
+    oy, ox = packed.get(prefix + "oy", torch.float32), packed.get(prefix + "ox", torch.float32)
+    flip = packed.get(prefix + "flip", torch.bool)
+    B, s = len(index), preset.crop
     rows = torch.arange(s, device=dev, dtype=torch.float32)[None, :].expand(B, s)
     rows = torch.where(flip[:, None], (s - 1) - rows, rows) + oy[:, None]
     cols = torch.arange(s, device=dev, dtype=torch.float32)[None, :] + ox[:, None]
-    if not any(a.angle for a in augs):
+    if not rotate:
         yy, xx = rows.long(), cols.long()
         return images[index[:, None, None], yy[:, :, None], xx[:, None, :]]
     # The source point of each output pixel: the inverse rotation about the image centre.
-    theta = torch.as_tensor([np.deg2rad(a.angle) for a in augs], device=dev, dtype=torch.float32)
+    theta = packed.get(prefix + "theta", torch.float32)
     cy, cx = (H - 1) / 2, (W - 1) / 2
     dy, dx = rows[:, :, None] - cy, cols[:, None, :] - cx
     cos, sin = torch.cos(theta)[:, None, None], torch.sin(theta)[:, None, None]
@@ -105,3 +117,12 @@ def apply_augment_batch(images: torch.Tensor, index: torch.Tensor, augs: list[Au
     x = images[index].permute(0, 3, 1, 2).float()
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
     return out.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def apply_augment_batch(images: torch.Tensor, index, augs: list[Augment], preset: Preset) -> torch.Tensor:
+    """The training transform for images[index] (uint8 (N, H, W, C) on any device; index: host
+    ints), one Augment each; returns uint8 (B, crop, crop, C) on the same device. The
+    parameters reach the device in one copy."""
+    pack = HostPack()
+    rotate = pack_augment(pack, "", index, augs, preset, tuple(images.shape[1:3]))
+    return augment_on_device(images, pack.send(images.device), "", preset, rotate)

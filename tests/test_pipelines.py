@@ -34,3 +34,95 @@ def test_epoch_batches_cover_the_data_once():
     got = np.concatenate(epoch_batches(23, 5, seed=0, epoch=0))
     assert sorted(got) == list(range(23))  # 5+5+5+5+3
     assert all(len(b) > 1 for b in epoch_batches(21, 5, 0, 0))  # a lone last sample is dropped
+
+
+def test_every_rank_takes_the_same_number_of_steps():
+    # ranks with an extra step would wait forever in DDP's all-reduce (hazelnut: 391 images,
+    # 4 ranks, batch 32)
+    for n in [1, 2, 3, 5, 7, 31, 100, 391]:
+        for world in [1, 2, 3, 4, 8]:
+            for bs in [1, 2, 3, 8, 32, 64]:
+                per_rank = [epoch_batches(n, bs, 0, 1, r, world) for r in range(world)]
+                assert len({len(b) for b in per_rank}) == 1, (n, world, bs)
+                assert len({tuple(len(x) for x in b) for b in per_rank}) == 1, (n, world, bs)
+                seen = np.concatenate([np.concatenate(b) for b in per_rank if b] or [np.zeros(0, int)])
+                per = -(-n // world)
+                if bs > 1 and per % bs != 1:  # no lone trailing sample dropped: every image, every epoch
+                    assert set(seen) == set(range(n)) and len(seen) == per * world, (n, world, bs)
+                assert len(seen) - n < world  # wrapped around at most world - 1
+
+
+def test_batches_of_every_pipeline_arrive_on_the_training_device(tmp_path):
+    from fake_device import DEVICE, FakeDevice
+    from nsa_fast.demo import ensure_demo
+    from nsa_fast.pipelines import DaliPipeline, to_training_device
+
+    preset = get_preset("carpet").replace(image_size=136, crop=128)
+    imgs = np.stack(objects_on_background(6, size=136))
+    pipes = [CpuPipeline(imgs, preset, "nsa", "logistic", 0, 3, 0, torch.device("cpu")),
+             BatchedPipeline(imgs, preset, "nsa", "logistic", 0, 3, torch.device("cpu"))]
+    try:
+        import nvidia.dali  # noqa: F401
+        from nsa_fast.io import list_images
+
+        root = ensure_demo(tmp_path)
+        pipes.append(DaliPipeline(list_images(root / "demo" / "train" / "good"), preset, "nsa", "logistic",
+                                  0, 4, torch.device("cpu")))
+    except ImportError:
+        pass
+    for pipe in pipes:
+        with FakeDevice() as dev:
+            got = list(to_training_device(pipe.epoch(0), DEVICE))
+            assert len(got) == len(pipe.batches(0)) > 0
+            for images, labels in got:
+                assert images.device == DEVICE and labels.device == DEVICE, type(pipe).__name__
+            assert dev.h2d == 2 * len(got)  # two copies a batch: images and labels
+
+
+def test_the_prefetch_thread_works_on_the_pipelines_gpu(monkeypatch):
+    # CUDA's current device is per thread: without set_device in the thread, every DDP rank's
+    # prefetch thread would create a context on GPU 0. Stand-ins record which device each CUDA
+    # object is made for and which thread runs the jobs.
+    import threading
+
+    from nsa_fast import pipelines
+
+    current = threading.local()
+    log = []
+
+    class Obj:
+        def __init__(self, *a, **k):
+            self.device = getattr(current, "device", "cuda:0 (default)")
+            log.append((type(self).__name__, self.device))
+
+        def record(self, *a): pass
+        def wait_event(self, ev): log.append(("wait", self.device))
+
+    class Stream(Obj):
+        def __init__(self, device=None):
+            super().__init__()
+            self.device = str(device) if device is not None else self.device
+
+    class Event(Obj): pass
+
+    class Ctx:
+        def __init__(self, s): pass
+        def __enter__(self): return self
+        def __exit__(self, *a): pass
+
+    class Out:
+        def record_stream(self, s): log.append(("record_stream", s.device))
+
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: setattr(current, "device", str(d)))
+    monkeypatch.setattr(torch.cuda, "Stream", Stream)
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "stream", Ctx)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda d=None: Stream(d))
+    worker = []
+    jobs = [lambda: worker.append((threading.get_ident(), getattr(current, "device", None))) or (Out(),)
+            for _ in range(3)]
+    out = list(pipelines.prefetched(jobs, torch.device("cuda", 1)))
+    assert len(out) == 3
+    assert {w[1] for w in worker} == {"cuda:1"} and threading.get_ident() not in {w[0] for w in worker}
+    assert [e for e in log if e[0] == "Event"] == [("Event", "cuda:1")] * 3
+    assert log.count(("wait", "cuda:1")) == 3 and log.count(("record_stream", "cuda:1")) == 3

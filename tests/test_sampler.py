@@ -5,7 +5,7 @@ from scipy import stats as st
 from nsa_fast.errors import InputError
 from nsa_fast.presets import Preset, get_preset
 from nsa_fast.sampler import (MIXED, NORMAL, PASTE, TASKS, get_task, object_mask, resized_object_mask,
-                              sample_plan, stack_plans)
+                              sample_plan, PlanBatch)
 
 from _support import disc_object
 
@@ -134,13 +134,19 @@ def test_object_mask_thresholds_and_median():
     assert object_mask(img, None) is None
 
 
-def test_stack_plans_concatenates_in_order():
+def test_plan_batch_concatenates_in_order():
     ps = plans(Preset("t"), n=10)
-    s = stack_plans(ps)
-    assert len(s["sample"]) == sum(p.n_patches for p in ps)
+    s = PlanBatch.stack(ps)
+    assert len(s.sample) == sum(p.n_patches for p in ps) and s.rounds == max(p.n_patches for p in ps)
     for i, p in enumerate(ps):
-        np.testing.assert_array_equal(s["dst_box"][s["sample"] == i], p.dst_box)
-        np.testing.assert_array_equal(s["round"][s["sample"] == i], np.arange(p.n_patches))
+        np.testing.assert_array_equal(s.dst_box[s.sample == i], p.dst_box)
+        np.testing.assert_array_equal(s.src_box[s.sample == i], p.src_box)
+        np.testing.assert_array_equal(s.round[s.sample == i], np.arange(p.n_patches))
+        np.testing.assert_array_equal(s.dst_size[s.sample == i],
+                                      np.stack([p.dst_box[:, 1] - p.dst_box[:, 0], p.dst_box[:, 3] - p.dst_box[:, 2]], 1))
+    assert s.factor.tolist() == [np.float32(p.factor) for p in ps]
+    empty = PlanBatch.stack([])
+    assert empty.sample.shape == (0,) and empty.dst_box.shape == (0, 4) and empty.rounds == 0
 
 
 def test_same_generator_state_gives_same_plan():

@@ -51,3 +51,22 @@ def test_synth_cli_reports_missing_folder(tmp_path, capsys):
     rc = main(["--data", str(tmp_path), "--category", "bottle", "--out", str(tmp_path / "o")])
     assert rc == 2
     assert "no class folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("solver", ["sor", "dst"])
+def test_synth_with_a_solver_uses_the_batched_executor(tmp_path, textures, solver, capsys):
+    # the same plans as the OpenCV executor; the batched Poisson solve may differ by a grey level
+    make_class(tmp_path / "data", "cls", [np.ascontiguousarray(t[:224, :224]) for t in textures])
+    common = ["--data", str(tmp_path / "data"), "--category", "cls", "--preset", "carpet", "-n", "6",
+              "--set", "image_size=136", "--set", "crop=128"]
+    assert main([*common, "--out", str(tmp_path / "cv")]) == 0
+    assert main([*common, "--out", str(tmp_path / "b"), "--solver", solver, "--device", "cpu"]) == 0
+    a, b = np.load(tmp_path / "cv" / "synthetic.npz"), np.load(tmp_path / "b" / "synthetic.npz")
+    np.testing.assert_array_equal(a["originals"], b["originals"])
+    np.testing.assert_array_equal(a["boxes"], b["boxes"])
+    assert np.abs(a["images"].astype(int) - b["images"]).max() <= 1
+    assert (a["labels"] == b["labels"]).mean() > 0.999 and b["labels"].any()
+    sa, sb = (json.loads((tmp_path / d / "stats.json").read_text()) for d in ("cv", "b"))
+    assert sb["executor"] == f"batched ({solver})" and sa["executor"] == "opencv"
+    assert sb["tried"] == sa["tried"] > 0 and sb["accepted"] == sa["accepted"] and sb["skipped"] == sa["skipped"]
+    assert f"executor batched ({solver})" in capsys.readouterr().out

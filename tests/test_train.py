@@ -169,3 +169,50 @@ def test_grayscale_trains_with_one_channel_end_to_end(demo_root, tmp_path):
     state = checkpoint.load(out / "last.pt")
     assert state["model_args"]["in_channels"] == 1 and state["model"]["encoder.0.weight"].shape[1] == 1
     assert json.loads((out / "eval" / "metrics.json").read_text())["n_test"] == 17
+
+
+def test_resume_reads_the_checkpoint_on_the_cpu_whatever_the_model_device(demo_root, tmp_path, monkeypatch):
+    # A model on a non-CPU device (meta stands in for a GPU): loading the checkpoint onto the
+    # model's device would hand torch.set_rng_state a non-CPU tensor, which it refuses.
+    from nsa_fast.model import EncoderDecoder
+    from nsa_fast.train import resume_from
+
+    assert train(demo_root, tmp_path, "--epochs", "2", "--steps-per-epoch", "1", "--no-eval", "--workers", "0",
+                 "--stop-after", "1") == 0
+    state = checkpoint.load(tmp_path / "last.pt")
+    state["rng"]["cuda"] = [torch.full((16,), 7, dtype=torch.uint8), torch.full((16,), 9, dtype=torch.uint8)]
+    torch.save(state, tmp_path / "last.pt")
+    restored = []
+
+    def set_rng_state(new_state, device):  # CUDA's rule: a CPU byte tensor, one device at a time
+        assert new_state.device.type == "cpu" and new_state.dtype == torch.uint8
+        restored.append((int(new_state[0]), device))
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", set_rng_state)
+    model = EncoderDecoder().to("meta")
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=2, eta_min=1e-6)
+    torch.manual_seed(123)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # copying into meta parameters is a no-op, and torch says so
+        assert resume_from(tmp_path / "last.pt", model, opt, sched) == (1, 1)
+    assert torch.equal(torch.get_rng_state(), state["rng"]["torch"])
+    assert restored == [(7, 0)]  # min(saved 2, visible 1) devices
+
+
+def test_solver_flag_reaches_the_batched_pipeline(demo_root, tmp_path, monkeypatch, capsys):
+    import nsa_fast.train as tr
+    from nsa_fast.blend.solvers import sor_solve
+
+    built = []
+    real = tr.build_pipeline
+    monkeypatch.setattr(tr, "build_pipeline", lambda *a: built.append(real(*a)) or built[-1])
+    rc = train(demo_root, tmp_path / "a", "--epochs", "1", "--steps-per-epoch", "1", "--blend-device", "cpu",
+               "--solver", "sor", "--no-eval")
+    assert rc == 0 and built[0].executor.solver is sor_solve
+    rc = train(demo_root, tmp_path / "b", "--epochs", "1", "--steps-per-epoch", "1", "--solver", "sor",
+               "--workers", "0", "--no-eval")
+    assert rc == 2 and "--solver sor chooses the Poisson solver of the batched pipeline" in capsys.readouterr().err

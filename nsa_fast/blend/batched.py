@@ -4,7 +4,8 @@ The CPU draws the plans (``nsa_fast.sampler``); this executes a batch of them on
 on CUDA or on the CPU (the twin): all source patches are cropped and resized in one gather, the
 patches are blended in as many rounds as the sample with the most patches needs, and the labels
 (5x5 median of the binary map, radius-5 disk median of the intensity map) are computed on the
-device. There is no loop over samples or pixels in Python, and no host synchronisation.
+device. There is no loop over samples or pixels in Python. Everything the device needs of the
+plans is decided on the host and sent in one packed copy (``HostPack``); nothing is read back.
 """
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from ..presets import LABEL_MODES
-from ..sampler import INTERPOLATE, PASTE, POISSON_MODES, Plan, stack_plans
-from .poisson import seamless_clone_batch
+from ..sampler import INTERPOLATE, PASTE, POISSON_MODES, Plan, PlanBatch
+from ..transfer import DevicePack, HostPack
+from .poisson import CPU_BUCKETS, Layout, clone_on_device, layout_from_rois, split_layout
 from .solvers import dst_solve
 
 
@@ -54,19 +56,17 @@ def _linear_taps(n_out: int, lo: torch.Tensor, hi: torch.Tensor, size: torch.Ten
     return r0, r1, w0, 2048 - w0
 
 
-def resize_patches(images: torch.Tensor, items: torch.Tensor, boxes: np.ndarray, sizes: np.ndarray,
-                   n_rows: int, n_cols: int) -> torch.Tensor:
+def resize_patches(images: torch.Tensor, items: torch.Tensor, boxes, sizes, n_rows: int, n_cols: int) -> torch.Tensor:
     """Crop boxes (P, 4) ``(y0, y1, x0, x1)`` of images[items] (uint8 (N, H, W, C)) and resize
-    each to sizes (P, 2), bit-exactly as cv2.resize(INTER_LINEAR) does for uint8.
+    each to sizes (P, 2), bit-exactly as cv2.resize(INTER_LINEAR) does for uint8. boxes and sizes:
+    int64 tensors on the images' device (host arrays are copied there).
 
     The arithmetic is that of OpenCV's SIMD path: 11-bit horizontal weights, then
     ((b0 * (h0 >> 4)) >> 16) + ((b1 * (h1 >> 4)) >> 16) + 2 >> 2 vertically (tests/test_batched.py
     holds it equal to cv2.resize). Returns (P, n_rows, n_cols, C) uint8, each patch in its top-left
     corner; beyond it, clamped repeats.
     """
-    dev = images.device
-    b = torch.as_tensor(np.asarray(boxes, np.int64), device=dev)
-    s = torch.as_tensor(np.asarray(sizes, np.int64), device=dev)
+    b, s = _on(boxes, images.device), _on(sizes, images.device)
     r0, r1, by0, by1 = _linear_taps(n_rows, b[:, 0], b[:, 1], s[:, 0], clamp=False)
     c0, c1, ax0, ax1 = _linear_taps(n_cols, b[:, 2], b[:, 3], s[:, 1], clamp=True)
     it = items[:, None, None]
@@ -81,10 +81,16 @@ def resize_patches(images: torch.Tensor, items: torch.Tensor, boxes: np.ndarray,
     return ((top + bottom + 2) >> 2).clamp(0, 255).to(torch.uint8)
 
 
-def place(patches: torch.Tensor, boxes: np.ndarray, H: int, W: int):
-    """Canvases (P, H, W, ...) holding each patch at its destination box, and the (P, H, W) box masks."""
+def _on(x, device: torch.device) -> torch.Tensor:
+    """Host arrays of the public helpers to the device; device tensors pass through."""
+    return x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x, np.int64), device=device)
+
+
+def place(patches: torch.Tensor, boxes, H: int, W: int):
+    """Canvases (P, H, W, ...) holding each patch at its destination box (P, 4) int64, and the
+    (P, H, W) box masks."""
     dev = patches.device
-    b = torch.as_tensor(np.asarray(boxes, np.int64), device=dev)
+    b = _on(boxes, dev)
     y = torch.arange(H, device=dev)[None, :] - b[:, 0, None]
     x = torch.arange(W, device=dev)[None, :] - b[:, 2, None]
     iny = (y >= 0) & (y < (b[:, 1] - b[:, 0])[:, None])
@@ -112,6 +118,17 @@ def object_mask_batch(images: torch.Tensor, background) -> torch.Tensor | None:
     return box_median_binary((mean - b).abs() > t, 7)
 
 
+@dataclass(frozen=True)
+class _Round:
+    """Host facts of one blending round: which patches, and which kinds of blend occur."""
+
+    sel: np.ndarray              # patch rows of this round
+    poisson: np.ndarray          # positions within sel of the Poisson patches
+    layouts: list[Layout]        # their clone layouts, in size buckets
+    paste: bool
+    interp: bool
+
+
 class BatchedExecutor:
     """Executes plans for a batch of (destination, source) images on their device.
 
@@ -134,81 +151,106 @@ class BatchedExecutor:
             raise InputError(f"expected dst and src uint8 (B, H, W, C) of one shape and B plans, got "
                              f"{tuple(dst.shape)} {dst.dtype}, {tuple(src.shape)} and {len(plans)} plans.")
         B, H, W, C = dst.shape
-        dev = dst.device
-        st = stack_plans(plans)
+        pb = PlanBatch.stack(plans)
+        buckets = 1 if dst.is_cuda else CPU_BUCKETS
+        pack = HostPack()
+        rounds = self._plan_rounds(pb, (H, W), buckets, pack)
+        n_max = n_max or max(1, pb.rounds)
+        boxes = np.full((B, n_max, 4), -1, np.int64)
+        boxes[pb.sample, pb.round] = pb.dst_box
+        pack.add("boxes", boxes)
+        pack.add("factor", pb.factor)
+        packed = pack.send(dst.device)  # host -> device: the one copy of the batch's plan metadata
         cur = dst.clone()
-        region = torch.zeros(B, H, W, dtype=torch.bool, device=dev)
-        P = len(st["mode"])
-        if P:
-            dsz = np.stack([st["dst_box"][:, 1] - st["dst_box"][:, 0], st["dst_box"][:, 3] - st["dst_box"][:, 2]], 1)
+        region = torch.zeros(B, H, W, dtype=torch.bool, device=dst.device)
+        if len(pb.sample):
+            dsz = pb.dst_size
             n_rows, n_cols = int(dsz[:, 0].max()), int(dsz[:, 1].max())
-            items = torch.as_tensor(st["sample"], device=dev)
-            patches = resize_patches(src, items, st["src_box"], dsz, n_rows, n_cols)
+            items = packed.get("sample", torch.int64)
+            src_box, size = packed.get("src_box", torch.int64), packed.get("dst_size", torch.int64)
+            patches = resize_patches(src, items, src_box, size, n_rows, n_cols)
             inside = None
             if src_obj is not None:
-                obj = resize_patches(src_obj[..., None].to(torch.uint8), items, st["src_box"], dsz, n_rows, n_cols)
+                obj = resize_patches(src_obj[..., None].to(torch.uint8), items, src_box, size, n_rows, n_cols)
                 inside = obj[..., 0] > 0
-            for r in range(int(st["round"].max()) + 1):
-                sel = np.flatnonzero(st["round"] == r)
-                self._blend_round(cur, region, patches, inside, dst_obj, st, sel, dsz)
-        labels = self._labels(cur, dst, region, label_mode, st, logistic, label_tol)
-        boxes = np.full((B, n_max or max(1, max((p.n_patches for p in plans), default=1)), 4), -1, np.int32)
-        for i, p in enumerate(plans):  # host metadata only
-            boxes[i, :p.n_patches] = p.dst_box
-        return Batch(cur, labels, torch.as_tensor(boxes, device=dev))
+            for r, rnd in enumerate(rounds):
+                self._blend_round(cur, region, patches, inside, dst_obj, packed, f"r{r}.", rnd)
+        labels = self._labels(cur, dst, region, label_mode, packed.get("factor", torch.float32), logistic, label_tol)
+        return Batch(cur, labels, packed.get("boxes", torch.int32))
 
-    def _blend_round(self, cur, region, patches, inside, dst_obj, st, sel, dsz) -> None:
+    @staticmethod
+    def _plan_rounds(pb: PlanBatch, dst_hw: tuple[int, int], buckets: int, pack: HostPack) -> list[_Round]:
+        """Decide every round on the host and put its device metadata into ``pack``."""
+        pack.add("sample", pb.sample)
+        pack.add("src_box", pb.src_box)
+        pack.add("dst_box", pb.dst_box)
+        pack.add("dst_size", pb.dst_size)
+        rounds = []
+        for r in range(pb.rounds):
+            sel = np.flatnonzero(pb.round == r)
+            modes, samples = pb.mode[sel], pb.sample[sel]
+            k = np.flatnonzero(np.isin(modes, POISSON_MODES))
+            pre = f"r{r}."
+            pack.add(pre + "sel", sel)
+            pack.add(pre + "samples", samples)
+            pack.add(pre + "paste", modes == PASTE)
+            pack.add(pre + "interp", modes == INTERPOLATE)
+            pack.add(pre + "factor", pb.factor[samples].astype(np.float64))
+            layouts = []
+            if len(k):
+                h, w = pb.dst_size[sel[k], 0], pb.dst_size[sel[k], 1]
+                pack.add(pre + "k", k)
+                pack.add(pre + "hw", np.stack([h, w], 1))
+                pack.add(pre + "value", pb.mask_value[samples[k]])
+                layouts = split_layout(_clone_layout(pb.dst_box[sel[k]], h, w, modes[k], dst_hw), buckets)
+                for j, lay in enumerate(layouts):
+                    lay.add_to(pack, f"{pre}b{j}.")
+            rounds.append(_Round(sel, k, layouts, bool((modes == PASTE).any()),
+                                 bool((modes == INTERPOLATE).any())))
+        return rounds
+
+    def _blend_round(self, cur, region, patches, inside, dst_obj, packed: DevicePack, pre: str,
+                     rnd: _Round) -> None:
         dev = cur.device
         B, H, W, C = cur.shape
-        samples = st["sample"][sel]
-        si = torch.as_tensor(samples, device=dev)
-        pi = torch.as_tensor(sel, device=dev)
-        canvas, boxmask = place(patches[pi], st["dst_box"][sel], H, W)
+        si = packed.get(pre + "samples", torch.int64)
+        pi = packed.get(pre + "sel", torch.int64)
+        canvas, boxmask = place(patches[pi], packed.get("dst_box", torch.int64)[pi], H, W)
         reg = boxmask
         if inside is not None:
-            obj_canvas, _ = place(inside[pi][..., None], st["dst_box"][sel], H, W)
+            obj_canvas, _ = place(inside[pi][..., None], packed.get("dst_box", torch.int64)[pi], H, W)
             reg = boxmask & (obj_canvas[..., 0] | dst_obj[si])
-        modes = st["mode"][sel]
-        poisson = np.isin(modes, POISSON_MODES)
-        if poisson.any():
-            k = np.flatnonzero(poisson)
-            kk = torch.as_tensor(k, device=dev)
-            h, w = dsz[sel[k], 0], dsz[sel[k], 1]
-            mask = torch.zeros(len(k), patches.shape[1], patches.shape[2], dtype=torch.uint8, device=dev)
+        if len(rnd.poisson):
+            kk = packed.get(pre + "k", torch.int64)
+            hw = packed.get(pre + "hw", torch.int64)
             rr = torch.arange(patches.shape[1], device=dev)[None, :, None]
             cc = torch.arange(patches.shape[2], device=dev)[None, None, :]
-            th, tw = torch.as_tensor(h, device=dev), torch.as_tensor(w, device=dev)
-            inner = (rr >= 1) & (rr < (th - 1)[:, None, None]) & (cc >= 1) & (cc < (tw - 1)[:, None, None])
-            value = torch.as_tensor(st["mask_value"][samples[k]], device=dev).to(torch.uint8)
-            mask = torch.where(inner, value[:, None, None], mask)
-            y0, y1, x0, x1 = st["dst_box"][sel[k]].T
-            centers = np.stack([x1 - (x1 - x0) // 2, y0 + (y1 - y0) // 2], 1)
-            roi = np.stack([np.ones_like(h), h - 1, np.ones_like(w), w - 1], 1)
-            out = seamless_clone_batch(patches[pi[kk]], cur[si[kk]], mask, centers, modes[k],
-                                       sizes=np.stack([h, w], 1), roi_src=roi, solver=self.solver)
-            cur[si[kk]] = out
-        paste = torch.as_tensor(modes == PASTE, device=dev)
-        if paste.any():
+            inner = (rr >= 1) & (rr < (hw[:, 0] - 1)[:, None, None]) & (cc >= 1) & (cc < (hw[:, 1] - 1)[:, None, None])
+            value = packed.get(pre + "value", torch.uint8)
+            mask = torch.where(inner, value[:, None, None], torch.zeros((), dtype=torch.uint8, device=dev))
+            parts = [lay.on_device(packed, f"{pre}b{j}.") for j, lay in enumerate(rnd.layouts)]
+            cur[si[kk]] = clone_on_device(patches[pi[kk]], cur[si[kk]], mask, parts, self.solver)
+        if rnd.paste:
+            paste = packed.get(pre + "paste", torch.bool)
             m = (reg & paste[:, None, None])[..., None]
             cur[si] = torch.where(m, canvas, cur[si])
-        interp = torch.as_tensor(modes == INTERPOLATE, device=dev)
-        if interp.any():
-            f = torch.as_tensor(st["factor"][samples], device=dev, dtype=torch.float64)
+        if rnd.interp:
+            interp = packed.get(pre + "interp", torch.bool)
+            f = packed.get(pre + "factor", torch.float64)
             fm = (f[:, None, None] * (reg & interp[:, None, None]))[..., None]
             before = cur[si].to(torch.float64)
             mixed = torch.floor(before - fm * before + fm * canvas.to(torch.float64)).to(torch.uint8)
             cur[si] = torch.where((interp[:, None, None] & boxmask)[..., None], mixed, cur[si])
         region[si] = torch.where(boxmask, reg, region[si])  # a later patch overwrites
 
-    def _labels(self, cur, orig, region, mode, st, logistic, tol) -> torch.Tensor:
+    def _labels(self, cur, orig, region, mode, factor, logistic, tol) -> torch.Tensor:
         B, H, W, C = cur.shape
         dsum = (cur.to(torch.int16) - orig.to(torch.int16)).abs().sum(-1)
         binary = box_median_binary((dsum > tol * C) & region, 5)
         if mode == "binary":
             return binary.float()
         if mode == "continuous":
-            f = torch.as_tensor(st["factor"], device=cur.device)
-            return binary.float() * f[:, None, None]
+            return binary.float() * factor[:, None, None]
         masked = (dsum * binary).to(torch.int16)
         med = self._disk_median(masked).to(torch.float64) / C
         if mode == "intensity":
@@ -226,3 +268,13 @@ class BatchedExecutor:
         from ..median import disk_median
 
         return torch.from_numpy(np.stack([disk_median(m, 5) for m in x.numpy()]))
+
+
+def _clone_layout(dst_box: np.ndarray, h: np.ndarray, w: np.ndarray, modes: np.ndarray, dst_hw) -> Layout:
+    """The seamless-clone layout of NSA's rectangle masks, from the plans alone: the ROI is the
+    mask inside its zeroed frame, and the reference's clone centre places it in the box (odd
+    widths one pixel right)."""
+    y0, y1, x0, x1 = dst_box.T
+    centers = np.stack([x1 - (x1 - x0) // 2, y0 + (y1 - y0) // 2], 1)
+    roi = np.stack([np.ones_like(h), h - 1, np.ones_like(w), w - 1], 1)
+    return layout_from_rois(roi, centers, dst_hw, modes)

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
+from ..transfer import DevicePack, HostPack
+from .solvers import Interior
 
 NORMAL, MIXED = 2, 3  # the sampler's mode codes
 ERODE = 7             # 3 x (3x3) erosion == one 7x7 erosion
@@ -30,52 +32,76 @@ CPU_BUCKETS = 8       # measured on 64 NSA-sized items: 8 groups cut the padded 
 
 @dataclass(frozen=True)
 class Layout:
-    """Host-side geometry of a batch: ROIs in source and destination, padded grid size.
+    """Host-side geometry of a batch: ROIs in source and destination, padded grid size, modes.
 
     roi_src, roi_dst: (B, 4) int64 ``(y0, y1, x0, x1)``; empty items have y1 == y0.
+    modes: (B,) NORMAL/MIXED; items: (B,) the batch entries these rows describe.
     """
 
     roi_src: np.ndarray
     roi_dst: np.ndarray
     n_rows: int  # padded ROI rows (max over items)
     n_cols: int
+    modes: np.ndarray
+    items: np.ndarray
 
     def select(self, idx: np.ndarray) -> "Layout":
         rs, rd = self.roi_src[idx], self.roi_dst[idx]
         return Layout(rs, rd, max(int((rs[:, 1] - rs[:, 0]).max(initial=0)), 3),
-                      max(int((rs[:, 3] - rs[:, 2]).max(initial=0)), 3))
+                      max(int((rs[:, 3] - rs[:, 2]).max(initial=0)), 3), self.modes[idx], self.items[idx])
 
     @property
     def sizes(self) -> np.ndarray:
         return np.stack([self.roi_src[:, 1] - self.roi_src[:, 0], self.roi_src[:, 3] - self.roi_src[:, 2]], 1)
+
+    def add_to(self, pack: HostPack, prefix: str) -> None:
+        """Everything the device needs of this layout, into a pack sent in one copy."""
+        pack.add(prefix + "roi_src", self.roi_src)
+        pack.add(prefix + "roi_dst", self.roi_dst)
+        pack.add(prefix + "items", self.items)
+        pack.add(prefix + "normal", self.modes == NORMAL)
+        Interior.add_to(pack, prefix, interior_sizes(self))
+
+    def on_device(self, packed: DevicePack, prefix: str) -> "DeviceLayout":
+        return DeviceLayout(self, packed.get(prefix + "roi_src", torch.int64),
+                            packed.get(prefix + "roi_dst", torch.int64), packed.get(prefix + "items", torch.int64),
+                            packed.get(prefix + "normal", torch.bool),
+                            Interior.from_pack(interior_sizes(self), packed, prefix))
+
+
+@dataclass(frozen=True)
+class DeviceLayout:
+    """A Layout with its arrays on the device (from one packed copy)."""
+
+    host: Layout
+    roi_src: torch.Tensor
+    roi_dst: torch.Tensor
+    items: torch.Tensor
+    normal: torch.Tensor
+    interior: Interior
 
 
 def _mask_rois(mask: torch.Tensor, sizes: np.ndarray) -> np.ndarray:
     """Bounding boxes of the non-zero mask after each item's 1-pixel frame is zeroed; (B, 4) host.
 
     sizes: (B, 2) each item's own source height and width (the tensor may be padded beyond).
-    One device-to-host copy of 4 numbers per item: the padded layout must be known on the host.
+    One device-to-host copy of which rows and columns hold mask pixels: the padded layout must be
+    known on the host.
     """
-    dev = mask.device
-    hw = torch.as_tensor(sizes, device=dev)
-    r = torch.arange(1, mask.shape[1] - 1, device=dev)[None, :, None]
-    c = torch.arange(1, mask.shape[2] - 1, device=dev)[None, None, :]
-    inner = (mask[:, 1:-1, 1:-1] != 0) & (r < hw[:, 0, None, None] - 1) & (c < hw[:, 1, None, None] - 1)
-    rows, cols = inner.any(dim=2), inner.any(dim=1)
-    idx_r = torch.arange(rows.shape[1], device=mask.device)
-    idx_c = torch.arange(cols.shape[1], device=mask.device)
-    big = torch.iinfo(torch.int64).max
-    y0 = torch.where(rows, idx_r, big).amin(1)
-    y1 = torch.where(rows, idx_r, -1).amax(1) + 1
-    x0 = torch.where(cols, idx_c, big).amin(1)
-    x1 = torch.where(cols, idx_c, -1).amax(1) + 1
-    box = torch.stack([y0, y1, x0, x1], 1).cpu().numpy() + 1  # sync: host needs the sizes
-    empty = ~rows.any(1).cpu().numpy()
-    box[empty] = 0
+    on = mask != 0
+    rows, cols = on.any(dim=2), on.any(dim=1)
+    both = torch.cat([rows, cols], 1).cpu().numpy()  # sync: the host needs the ROIs
+    rows, cols = both[:, :mask.shape[1]], both[:, mask.shape[1]:]
+    box = np.zeros((len(sizes), 4), np.int64)
+    for i, (h, w) in enumerate(np.asarray(sizes, np.int64)):
+        r = np.flatnonzero(rows[i, 1:h - 1]) + 1  # inside the zeroed frame of the item's own size
+        c = np.flatnonzero(cols[i, 1:w - 1]) + 1
+        if r.size and c.size:
+            box[i] = r[0], r[-1] + 1, c[0], c[-1] + 1
     return box
 
 
-def plan_layout(mask: torch.Tensor, centers, dst_hw: tuple[int, int], sizes: np.ndarray,
+def plan_layout(mask: torch.Tensor, centers, dst_hw: tuple[int, int], sizes: np.ndarray, modes: np.ndarray,
                 roi_src: np.ndarray | None = None) -> Layout:
     """Place every item's ROI in the destination as OpenCV does; refuse what OpenCV refuses.
 
@@ -84,9 +110,13 @@ def plan_layout(mask: torch.Tensor, centers, dst_hw: tuple[int, int], sizes: np.
     synchronisation of a blend.
     """
     roi = _mask_rois(mask, sizes) if roi_src is None else np.asarray(roi_src, np.int64).reshape(-1, 4)
-    c = np.asarray(centers.cpu() if isinstance(centers, torch.Tensor) else centers, np.int64).reshape(-1, 2)
+    return layout_from_rois(roi, np.asarray(centers, np.int64).reshape(-1, 2), dst_hw, modes)
+
+
+def layout_from_rois(roi: np.ndarray, centers: np.ndarray, dst_hw: tuple[int, int], modes) -> Layout:
+    """The destination ROI at (cx - w/2, cy - h/2), as OpenCV places it; its refusals as errors."""
     h, w = roi[:, 1] - roi[:, 0], roi[:, 3] - roi[:, 2]
-    y0, x0 = c[:, 1] - h // 2, c[:, 0] - w // 2
+    y0, x0 = centers[:, 1] - h // 2, centers[:, 0] - w // 2
     dst = np.stack([y0, y0 + h, x0, x0 + w], 1)
     small = (h > 0) & ((h < 3) | (w < 3))
     if small.any():
@@ -103,7 +133,8 @@ def plan_layout(mask: torch.Tensor, centers, dst_hw: tuple[int, int], sizes: np.
             f"columns {x0[i]}..{x0[i] + w[i] - 1}) does not fit in the {H}x{W} destination; "
             "cv2.seamlessClone refuses this too. Move the centre inwards or shrink the mask.")
     dst[h == 0] = 0
-    return Layout(roi, dst, max(int(h.max(initial=0)), 3), max(int(w.max(initial=0)), 3))
+    return Layout(roi, dst, max(int(h.max(initial=0)), 3), max(int(w.max(initial=0)), 3),
+                  np.asarray(modes, np.int64).reshape(-1), np.arange(len(roi)))
 
 
 def _grid(images: torch.Tensor, items: torch.Tensor, box: torch.Tensor, n_rows: int, n_cols: int):
@@ -134,20 +165,17 @@ def erode(m: torch.Tensor) -> torch.Tensor:
     return -F.max_pool2d(F.max_pool2d(neg, (ERODE, 1), stride=1), (1, ERODE), stride=1)
 
 
-def poisson_system(src, dst, mask, layout: Layout, mode, items: torch.Tensor | None = None):
+def poisson_system(src, dst, mask, part: DeviceLayout):
     """The right-hand side, boundary and first guess of every item's Poisson problem.
 
-    src (N, Hs, Ws, C), dst (N, H, W, C) uint8; mask (N, Hs, Ws) uint8; items: (B,) the batch
-    entries that the layout describes (default all); mode: (B,) NORMAL/MIXED.
-    Returns rhs (B, C, R, K) float32 on the interior grid (R = n_rows - 2, K = n_cols - 2; zero
-    outside each item's interior), guess (B, C, R, K) (the destination's interior values) and
-    dst_roi (B, C, n_rows, n_cols) float32.
+    src (N, Hs, Ws, C), dst (N, H, W, C) uint8; mask (N, Hs, Ws) uint8; ``part`` says which
+    entries (``items``) with which ROIs and modes. Returns rhs (B, C, R, K) float32 on the
+    interior grid (R = n_rows - 2, K = n_cols - 2; zero outside each item's interior), guess
+    (B, C, R, K) (the destination's interior values) and dst_roi (B, C, n_rows, n_cols) float32.
     """
     dev = src.device
-    items = torch.arange(src.shape[0], device=dev) if items is None else items
-    rs = torch.as_tensor(layout.roi_src, device=dev)
-    rd = torch.as_tensor(layout.roi_dst, device=dev)
-    n_rows, n_cols = layout.n_rows, layout.n_cols
+    items, rs, rd = part.items, part.roi_src, part.roi_dst
+    n_rows, n_cols = part.host.n_rows, part.host.n_cols
     s_img, valid = _grid(src, items, rs, n_rows, n_cols)
     d_img, _ = _grid(dst, items, rd, n_rows, n_cols)
     m, _ = _grid(mask[..., None], items, rs, n_rows, n_cols)
@@ -158,12 +186,10 @@ def poisson_system(src, dst, mask, layout: Layout, mode, items: torch.Tensor | N
     w_src = eroded / 255.0
     w_dst = (255.0 - eroded) / 255.0
     sgx, sgy, dgx, dgy = _fwd(s, -1), _fwd(s, -2), _fwd(d, -1), _fwd(d, -2)
-    mode = np.asarray(mode, np.int64)
-    if (mode == NORMAL).all():  # host-side metadata: skip the MIXED rule when no item needs it
+    if (part.host.modes == NORMAL).all():  # host-side metadata: skip the MIXED rule when no item needs it
         px, py = sgx, sgy
     else:
-        normal = torch.as_tensor(mode == NORMAL, device=dev).reshape(-1, 1, 1, 1)
-        take_src = normal | ((sgx - sgy).abs() > (dgx - dgy).abs())
+        take_src = part.normal.reshape(-1, 1, 1, 1) | ((sgx - sgy).abs() > (dgx - dgy).abs())
         px, py = torch.where(take_src, sgx, dgx), torch.where(take_src, sgy, dgy)
     gx = px * w_src + dgx * w_dst
     gy = py * w_src + dgy * w_dst
@@ -202,9 +228,11 @@ def seamless_clone_batch(src: torch.Tensor, dst: torch.Tensor, mask: torch.Tenso
     src (B, Hs, Ws, C), dst (B, H, W, C) uint8 and mask (B, Hs, Ws) uint8 (fractional values
     allowed) on one device; item i's source and mask are ``src[i, :h_i, :w_i]`` and
     ``mask[i, :h_i, :w_i]`` with sizes (B, 2) host ints (h_i, w_i) (default: the whole tensor).
-    centers (B, 2) host ints (x, y); mode: NORMAL/MIXED (one, or (B,) on the host). solver: a callable from ``nsa_fast.blend.solvers`` (default: the direct DST solve).
-    buckets: groups of similar size solved one after another (default 1 on CUDA, CPU_BUCKETS on
-    the CPU).
+    centers (B, 2) host ints (x, y); mode: NORMAL/MIXED (one, or (B,) on the host). solver: a
+    callable from ``nsa_fast.blend.solvers`` or ``nsa_fast.blend.cuda`` (default: the direct DST
+    solve). roi_src: (B, 4) host ROIs when the caller knows them; otherwise they are read from
+    the mask (one device-to-host copy). buckets: groups of similar size solved one after another
+    (default 1 on CUDA, CPU_BUCKETS elsewhere). The host metadata reaches the device in one copy.
     Returns (B, H, W, C) uint8 on the input device; the inputs are not modified.
     """
     _check(src, dst, mask)
@@ -212,26 +240,37 @@ def seamless_clone_batch(src: torch.Tensor, dst: torch.Tensor, mask: torch.Tenso
     modes = np.broadcast_to(np.asarray(mode, np.int64), (B,))
     if not np.isin(modes, (NORMAL, MIXED)).all():
         raise InputError(f"mode must be NORMAL ({NORMAL}) or MIXED ({MIXED}), got {sorted(set(modes.tolist()))}.")
-    out = dst.clone()
     if B == 0:
-        return out
+        return dst.clone()
     if sizes is None:
         sizes = np.tile(np.asarray(src.shape[1:3], np.int64), (B, 1))
     sizes = np.asarray(sizes, np.int64).reshape(B, 2)
     if (sizes > np.asarray(src.shape[1:3])).any() or (sizes < 1).any():
         raise InputError(f"sizes must lie within the source tensor's {tuple(src.shape[1:3])}, got "
                          f"{sizes.min(0).tolist()}..{sizes.max(0).tolist()}.")
-    layout = plan_layout(mask, centers, dst.shape[1:3], sizes, roi_src)
+    layout = plan_layout(mask, centers, dst.shape[1:3], sizes, modes, roi_src)
+    parts = split_layout(layout, buckets if buckets is not None else (1 if src.is_cuda else CPU_BUCKETS))
+    pack = HostPack()
+    for j, part in enumerate(parts):
+        part.add_to(pack, f"{j}.")
+    packed = pack.send(src.device)
+    return clone_on_device(src, dst, mask, [p.on_device(packed, f"{j}.") for j, p in enumerate(parts)], solver)
+
+
+def split_layout(layout: Layout, buckets: int) -> list[Layout]:
+    """The layout in groups of similar ROI size (see ``_buckets``)."""
+    return [layout.select(idx) for idx in _buckets(layout, buckets)]
+
+
+def clone_on_device(src, dst, mask, parts: list[DeviceLayout], solver=None) -> torch.Tensor:
+    """The device half of ``seamless_clone_batch``: no host data and no synchronisation."""
     if solver is None:
         from .solvers import dst_solve as solver
-    if buckets is None:
-        buckets = 1 if src.is_cuda else CPU_BUCKETS
-    for idx in _buckets(layout, buckets):
-        sub = layout.select(idx)
-        items = torch.as_tensor(idx, device=src.device)
-        rhs, guess, _ = poisson_system(src, dst, mask, sub, modes[idx], items)
-        u = solver(rhs, guess, interior_sizes(sub))
-        write_interior(out, to_uint8(u), sub, items)
+    out = dst.clone()
+    for part in parts:
+        rhs, guess, _ = poisson_system(src, dst, mask, part)
+        u = solver(rhs, guess, part.interior)
+        write_interior(out, to_uint8(u), part)
     return out
 
 
@@ -247,20 +286,18 @@ def _buckets(layout: Layout, k: int) -> list[np.ndarray]:
     return [g for g in np.array_split(order, min(k, B)) if len(g)]
 
 
-def write_interior(out: torch.Tensor, values: torch.Tensor, layout: Layout, items: torch.Tensor) -> None:
+def write_interior(out: torch.Tensor, values: torch.Tensor, part: DeviceLayout) -> None:
     """Write (B, C, R, K) interior values into out[items] (N, H, W, C) at each item's ROI interior.
 
     A ROI interior never includes image row 0, so padding entries are all sent to pixel (0, 0)
     of their item, which is restored afterwards: no mask selection, no host synchronisation.
     """
     N, H, W, C = out.shape
-    dev = out.device
-    rd = torch.as_tensor(layout.roi_dst, device=dev)
-    n = torch.as_tensor(interior_sizes(layout), device=dev)
+    items, rd = part.items, part.roi_dst
     R, K = values.shape[-2:]
-    r = torch.arange(R, device=dev)[None, :, None]
-    c = torch.arange(K, device=dev)[None, None, :]
-    ok = (r < n[:, 0, None, None]) & (c < n[:, 1, None, None])
+    ok = part.interior.mask(R, K)[:, 0]
+    r = torch.arange(R, device=out.device)[None, :, None]
+    c = torch.arange(K, device=out.device)[None, None, :]
     pos = (rd[:, 0, None, None] + 1 + r) * W + rd[:, 2, None, None] + 1 + c
     pos = torch.where(ok, pos, 0).reshape(len(items), -1)
     flat = out.view(N, H * W, C)
