@@ -63,3 +63,16 @@ def carpet_like() -> list[np.ndarray]:
             crop = g[k * 200:k * 200 + 300, k * 100:k * 100 + 300]
             out.append(np.repeat(cv2.resize(crop, (256, 256), interpolation=cv2.INTER_AREA)[..., None], 3, 2))
     return out
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` skip with a reason where no CUDA device is visible
+    (``bash bench/gpu_check.sh`` runs just those on a GPU machine: ``-m cuda``)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

@@ -17,7 +17,7 @@ from nsa_fast.presets import get_preset
 from nsa_fast.sampler import get_task, object_mask, sample_plan
 
 B = 64
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+CUDA = pytest.mark.cuda
 
 
 @pytest.fixture(scope="module")
@@ -94,10 +94,10 @@ def test_solve_batched_cpu(benchmark, problems, solver):
 @CUDA
 @pytest.mark.parametrize("solver", ["dst", "sor", "jacobi"])
 def test_solve_batched_cuda(benchmark, problems, solver):
-    from nsa_fast.blend.cuda import CUDA_SOLVERS
+    from nsa_fast.blend.solvers import pick_solver
 
     benchmark.group = "Poisson: 64 bottle-preset problems at 224 px"
-    run = batched(problems, "cuda", SOLVERS["dst"] if solver == "dst" else CUDA_SOLVERS[solver])
+    run = batched(problems, "cuda", pick_solver(solver, torch.device("cuda")))
     out = benchmark.pedantic(run, rounds=20 if solver != "jacobi" else 3, warmup_rounds=2)
     ref = np.stack(opencv_loop(problems))
     assert np.abs(out.cpu().numpy().astype(int) - ref).max() <= 1
@@ -115,12 +115,15 @@ def test_batch_opencv_executor(benchmark, nsa_batch):
     assert len(out) == B
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
-def test_batch_batched_executor(benchmark, nsa_batch, device):
+@pytest.mark.parametrize("device,solver", [("cpu", "dst"), pytest.param("cuda", "dst", marks=CUDA),
+                                           pytest.param("cuda", "sor", marks=CUDA)])
+def test_batch_batched_executor(benchmark, nsa_batch, device, solver):
+    from nsa_fast.blend.solvers import pick_solver
+
     preset, dst, src, so, do, plans = nsa_batch
     t = lambda a: torch.from_numpy(np.stack(a)).to(device)  # noqa: E731
     D, S, SO, DO = t(dst), t(src), t(so), t(do)
-    ex = BatchedExecutor()
+    ex = BatchedExecutor(pick_solver(solver, torch.device(device)))
 
     def run():
         out = ex(D, S, plans, "logistic", logistic=preset.logistic, src_obj=SO, dst_obj=DO, n_max=preset.n_max)

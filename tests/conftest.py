@@ -35,3 +35,16 @@ def textures() -> list[np.ndarray]:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(20261128)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` skip with a reason where no CUDA device is visible
+    (``bash bench/gpu_check.sh`` runs just those on a GPU machine: ``-m cuda``)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

@@ -10,8 +10,7 @@ from nsa_fast.blend.opencv import execute_plan
 from nsa_fast.presets import get_preset
 from nsa_fast.sampler import get_task, object_mask, sample_plan
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
-                                                                 reason="needs a CUDA device"))]
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 
 
 def test_resize_is_bit_exact_with_opencv():
@@ -94,7 +93,7 @@ def test_empty_plans_leave_the_images_alone():
     assert torch.equal(out.images, torch.from_numpy(imgs)) and not out.labels.any()
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 @pytest.mark.parametrize("task,preset_name,label", CASES[:3])
 def test_cuda_batch_equals_cpu_twin(task, preset_name, label):
     _, _, cpu = run_both(task, preset_name, label, "cpu")

@@ -296,7 +296,6 @@ def test_missing_dali_names_the_package(monkeypatch):
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="device='gpu' needs a CUDA device")
 def test_gpu_matches_cpu_shapes_and_resize(rgb_files):
     gpu = DaliTrainLoader(rgb_files, get_preset("bottle"), 4, 0, device="gpu")
     batches = list(gpu)

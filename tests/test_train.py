@@ -144,12 +144,28 @@ def test_ranks_see_disjoint_shards():
     assert not np.array_equal(np.concatenate(epoch_batches(40, 8, 1, 4)), np.concatenate(epoch_batches(40, 8, 1, 3)))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_gpu_blend_trains_on_cuda(demo_root, tmp_path):
-    rc = train(demo_root, tmp_path, "--epochs", "2", "--steps-per-epoch", "2", "--gpu-blend", "--no-eval")
+@pytest.mark.cuda
+@pytest.mark.parametrize("solver", ["auto", "sor"])
+def test_gpu_blend_trains_on_cuda(demo_root, tmp_path, solver):
+    # sor: the CuPy kernels (shared-memory SOR, disk median) on the training path
+    rc = train(demo_root, tmp_path, "--epochs", "2", "--steps-per-epoch", "2", "--gpu-blend", "--solver", solver,
+               "--no-eval")
     assert rc == 0
     state = checkpoint.load(tmp_path / "last.pt")
     assert state["step"] == 4 and json.loads((tmp_path / "config.json").read_text())["device"].startswith("cuda")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("source", [("--workers", "0"), ("--workers", "2"), ("--blend-device", "cpu")])
+def test_cpu_made_batches_train_a_cuda_model_and_resume(demo_root, tmp_path, source):
+    # batches made on the CPU reach the GPU model; the checkpoint (CUDA RNG states included)
+    # resumes on the GPU
+    common = ("--epochs", "2", "--steps-per-epoch", "2", "--no-eval", "--device", "cuda", *source)
+    assert train(demo_root, tmp_path, *common, "--stop-after", "1") == 0
+    assert "cuda" in checkpoint.load(tmp_path / "last.pt")["rng"]
+    assert train(demo_root, tmp_path, *common, "--resume") == 0
+    state = checkpoint.load(tmp_path / "last.pt")
+    assert state["epoch"] == 1 and state["step"] == 4
 
 
 def test_grayscale_trains_with_one_channel_end_to_end(demo_root, tmp_path):
