@@ -8,12 +8,15 @@
 ARG STACK=pascal
 
 FROM nvidia/cuda:12.6.3-runtime-ubuntu24.04 AS stack-pascal
+# TORCH_ARCH_REQUIRED: the build fails unless torch has kernels for it (sm_60 runs on the GTX 1080).
 ENV TORCH_INDEX=https://download.pytorch.org/whl/cu126 \
-    STACK_REQUIREMENTS=requirements-pascal.txt
+    STACK_REQUIREMENTS=requirements-pascal.txt \
+    TORCH_ARCH_REQUIRED=sm_60
 
 FROM nvidia/cuda:13.0.2-runtime-ubuntu24.04 AS stack-cuda13
 ENV TORCH_INDEX=https://pypi.org/simple \
-    STACK_REQUIREMENTS=requirements-cuda13.txt
+    STACK_REQUIREMENTS=requirements-cuda13.txt \
+    TORCH_ARCH_REQUIRED=sm_75
 
 # hadolint ignore=DL3006
 FROM stack-${STACK} AS image
@@ -30,16 +33,28 @@ ENV PATH=/opt/venv/bin:$PATH \
 COPY docker/requirements-*.txt /opt/requirements/
 RUN pip install --index-url "$TORCH_INDEX" --extra-index-url https://pypi.org/simple \
         -r "/opt/requirements/$STACK_REQUIREMENTS" -r /opt/requirements/requirements-common.txt
+# pip may resolve a pin to a torch of another CUDA without a word (PyPI's plain torch is a CUDA 13
+# build with no Pascal code), so check the kernels the installed torch was compiled for. The list
+# is read from torch._C._cuda_getArchFlags(), the flags compiled into the build: no GPU is visible
+# during docker build, and torch.cuda.get_arch_list() returns [] without one in releases that check
+# torch.cuda.is_available() first (2.14 checks only that torch was built with CUDA). A RUN of its
+# own, so that a failure points at this check rather than at pip.
+# hadolint ignore=DL3059
+RUN python -c 'import os, sys, torch; \
+need = os.environ["TORCH_ARCH_REQUIRED"]; \
+flags = (getattr(torch._C, "_cuda_getArchFlags", lambda: None)() or "").split(); \
+need in flags or sys.exit("torch " + torch.__version__ + " (CUDA " + str(torch.version.cuda) + ") has no " + need + " kernels, only: " + (" ".join(flags) or "none, a CPU build") + ". Expected the wheel of " + os.environ["TORCH_INDEX"] + ": pin torch with its +cuXXX tag in docker/" + os.environ["STACK_REQUIREMENTS"] + " and make the other pins agree with what that wheel requires."); \
+print("torch", torch.__version__, "CUDA", torch.version.cuda, "kernels:", " ".join(flags))'
 COPY pyproject.toml README.md LICENSE /src/
 COPY nsa_fast /src/nsa_fast
 COPY kernels /src/kernels
 # --no-deps: every dependency is pinned above; the CUDA sources go to /opt/venv/share/nsa_fast/kernels
 RUN pip install --no-deps /src && rm -rf /src
 
-# An unprivileged user; CuPy's compiled kernels and the demo data persist on the /cache volume.
-RUN useradd --create-home --uid 1000 nsa \
-    && mkdir -p /cache /workspace \
-    && chown nsa:nsa /cache /workspace
+# An unprivileged user at uid/gid 1000, which ubuntu:24.04 gives to its own user `ubuntu` (the script
+# makes room); CuPy's compiled kernels and the demo data persist on the /cache volume.
+COPY docker/create-user.sh /tmp/create-user.sh
+RUN sh /tmp/create-user.sh nsa 1000 /cache /workspace && rm /tmp/create-user.sh
 ENV CUPY_CACHE_DIR=/cache/cupy \
     NSA_FAST_CACHE=/cache/nsa_fast
 VOLUME ["/cache"]

@@ -2,8 +2,9 @@
 
 Reports the GPU and its compute capability, whether this PyTorch build has kernels for it, the
 precision training will use, and whether CuPy, DALI and the project's CUDA kernels work there.
-Without a GPU it checks that the kernels still compile (for sm_61 and sm_90) and says how to train
-on the CPU.
+Without a GPU it checks that the kernels still compile (for sm_61 and sm_90, as far as the NVRTC
+found targets them: CUDA 13's no longer targets sm_61, which is then a warning) and says how to
+train on the CPU.
 
 Exit codes: 0 the GPU path works; 1 no CUDA GPU is visible (CPU training works: run the trainer
 without --gpu-blend); 2 a GPU is visible but something needs fixing (each problem is printed with
@@ -11,13 +12,59 @@ what to do).
 """
 from __future__ import annotations
 
+import re
 import sys
+from collections.abc import Iterable
+
+from .errors import NsaError
 
 OK, NO_GPU, BROKEN = 0, 1, 2
 
 
 def _line(status: str, what: str, detail: str) -> None:
     print(f"[{status:>4}] {what}: {detail}")
+
+
+def arch_supported(capability: tuple[int, int], arch_list: Iterable[str]) -> bool:
+    """Whether code built for ``arch_list`` (``torch.cuda.get_arch_list()``) runs on a GPU of
+    compute capability ``(major, minor)``.
+
+    ``sm_XY`` machine code runs on X == major and Y <= minor (binary compatible within a major
+    version: sm_60 runs on a GTX 1080, 6.1); ``compute_XY`` PTX runs on (X, Y) <= (major, minor),
+    since the driver compiles it for newer GPUs. Arch-specific code (``sm_90a``) runs only on
+    exactly that capability; family code (``sm_100f``) on the same major with Y <= minor. Entries
+    of another form are ignored.
+    """
+    major, minor = capability
+    for entry in arch_list:
+        m = re.fullmatch(r"(sm|compute)_(\d+)(\d)([af]?)", entry.strip())
+        if not m:
+            continue
+        kind, x, y, suffix = m.group(1), int(m.group(2)), int(m.group(3)), m.group(4)
+        if suffix == "a":
+            ok = (x, y) == (major, minor)
+        elif kind == "sm" or suffix == "f":
+            ok = x == major and y <= minor
+        else:
+            ok = (x, y) <= (major, minor)
+        if ok:
+            return True
+    return False
+
+
+PASCAL = (6, 1)   # the GTX 1080, the oldest GPU the default image is built for
+CU126_INSTALL = ("use the cu126 image (docker build ., the default STACK=pascal) or pip install "
+                 "torch==2.14.1 --index-url https://download.pytorch.org/whl/cu126")
+NEWER_INSTALL = ("use a PyTorch build for a newer CUDA (docker build --build-arg STACK=cuda13, or "
+                 "pip install torch from https://download.pytorch.org/whl/ for the newest CUDA listed)")
+
+
+def torch_arch_advice(capability: tuple[int, int], built: list[str]) -> str:
+    """What to do when ``built`` has no code for ``capability``: an older CUDA build when the GPU is
+    older than every entry (Pascal and Volta on cu128 and later), otherwise a newer one."""
+    sm = [(int(m.group(1)), int(m.group(2))) for m in
+          (re.fullmatch(r"sm_(\d+)(\d)[af]?", a) for a in built) if m]
+    return CU126_INSTALL if sm and all(a > tuple(capability) for a in sm) else NEWER_INSTALL
 
 
 def check_torch() -> tuple[bool, list[str]]:
@@ -27,10 +74,9 @@ def check_torch() -> tuple[bool, list[str]]:
     _line("info", "torch", f"{torch.__version__}, built for CUDA {torch.version.cuda or 'none (CPU build)'}")
     built = torch.cuda.get_arch_list()
     if built:
-        pascal = "sm_61" in built
-        _line("info", "torch kernels", f"{', '.join(built)}" + (
-            "" if pascal else "; a GTX 1080-class GPU (sm_61) would need the cu126 build "
-                              "(the default Docker image)"))
+        _line("info", "torch kernels", ", ".join(built) + (
+            "" if arch_supported(PASCAL, built) else
+            "; a GTX 1080-class GPU (sm_61) would need the cu126 build (the default Docker image)"))
     if not torch.cuda.is_available():
         _line("warn", "GPU", "no CUDA GPU visible: train on the CPU without --gpu-blend "
                              "(python -m nsa_fast.train --data ... --workers N)")
@@ -41,11 +87,13 @@ def check_torch() -> tuple[bool, list[str]]:
     arch = f"sm_{major}{minor}"
     _line("ok", "GPU", f"{name}, compute capability {major}.{minor} ({arch}), "
                        f"{torch.cuda.get_device_properties(0).total_memory / 2**30:.1f} GiB")
-    if arch not in built and f"compute_{major}{minor}" not in built:
-        problems.append(f"this PyTorch build has no kernels for {arch} (it has {', '.join(built)}): "
-                        + ("use the cu126 image (docker build --build-arg STACK=pascal, the default) or "
-                           "pip install torch==2.14.1 --index-url https://download.pytorch.org/whl/cu126"
-                           if major < 7 else "use a PyTorch build for a newer CUDA"))
+    if not arch_supported((major, minor), built):
+        msg = (f"this PyTorch build ({torch.__version__}, CUDA {torch.version.cuda}) has no kernels for "
+               f"{name} ({arch}): expected sm_{major}x with x <= {minor}, or compute_ PTX of {major}.{minor} "
+               f"or older, got {', '.join(built) or 'an empty list'}. "
+               + torch_arch_advice((major, minor), built))
+        _line("FAIL", "torch kernels", msg)
+        problems.append(msg)
     precision = "bf16 autocast" if major >= 8 else "fp32 (fp16 and bf16 are slow on this GPU)"
     _line("info", "precision", precision)
     return True, problems
@@ -56,7 +104,8 @@ def check_cupy(gpu: bool) -> list[str]:
         import cupy
     except Exception as err:  # a missing or broken install: report, do not crash
         _line("warn" if not gpu else "FAIL", "CuPy", f"not importable ({err}); pip install 'nsa_fast[gpu]'")
-        return ["install CuPy for CUDA 12: pip install cupy-cuda12x"] if gpu else []
+        return ["install CuPy: pip install cupy-cuda12x (CUDA 12, Pascal and newer) or cupy-cuda13x "
+                "(CUDA 13, Turing and newer)"] if gpu else []
     if not gpu:
         _line("info", "CuPy", f"{cupy.__version__} (not exercised without a GPU)")
         return []
@@ -82,28 +131,51 @@ def check_dali(gpu: bool) -> list[str]:
 
 
 def check_kernels(gpu: bool) -> list[str]:
-    """Compile every kernel for sm_61 and sm_90 (or the GPU's arch), then run them on the GPU."""
+    """Compile every kernel for sm_61, sm_90 and the GPU's arch, as far as the NVRTC found can
+    target them, then run the kernels on the GPU.
+
+    An architecture that NVRTC cannot target is a warning, not a problem: CUDA 13's NVRTC (a CUDA
+    13-only machine) no longer compiles for sm_61, and the GPU run below compiles with CuPy's own
+    NVRTC for the GPU at hand, so it still says whether the GPU path works.
+    """
+    from .blend import nvrtc
     from .blend.kernels import KERNELS, kernel_source
 
+    wanted = ["sm_61", "sm_90"]
+    if gpu:
+        import torch
+
+        major, minor = torch.cuda.get_device_capability(0)
+        wanted.append(f"sm_{major}{minor}")
+    wanted = list(dict.fromkeys(wanted))
     problems = []
     try:
-        from .blend import nvrtc
-
-        archs = ["sm_61", "sm_90"]
-        if gpu:
-            import torch
-
-            major, minor = torch.cuda.get_device_capability(0)
-            archs.append(f"sm_{major}{minor}")
-        for arch in dict.fromkeys(archs):
-            for f in KERNELS:
-                nvrtc.compile_cubin(kernel_source(f), f, arch)
-        _line("ok", "kernels", f"{', '.join(KERNELS)} compile for {', '.join(dict.fromkeys(archs))} "
-                               f"(NVRTC {'.'.join(map(str, nvrtc.version()))})")
-    except Exception as err:
-        _line("FAIL", "kernels", str(err))
-        problems.append(str(err))
-    if gpu and not problems:
+        nv = nvrtc.load()
+    except nvrtc.KernelCompileError as err:
+        _line("warn", "kernels", f"not compiled: {err}")
+        nv = None
+    if nv is not None:
+        archs = [a for a in wanted if nv.supports(a)]
+        skipped = [a for a in wanted if not nv.supports(a)]
+        where = f"NVRTC {nv.version[0]}.{nv.version[1]}, {nv.path}"
+        if skipped:
+            targets = nv.arch_names()
+            _line("warn", "kernels", f"not compiled for {', '.join(skipped)}: {where} targets "
+                                     f"{targets[0]}..{targets[-1]} only. Checking "
+                                     + ("the GTX 1080 (sm_61) build needs CUDA 12's NVRTC: "
+                                        f"{nvrtc.INSTALL_12}" if "sm_61" in skipped else
+                                        "this architecture needs a newer NVRTC"))
+        try:
+            for arch in archs:
+                for f in KERNELS:
+                    nvrtc.compile_cubin(kernel_source(f), f, arch)
+            if archs:
+                _line("ok", "kernels", f"{', '.join(KERNELS)} compile for {', '.join(archs)} ({where})")
+        except (NsaError, OSError) as err:   # NVRTC's log, or kernel sources missing or unreadable
+            _line("FAIL", "kernels", str(err))
+            problems.append(f"the CUDA kernels could not be compiled ({err}); reinstall nsa_fast, or report it "
+                            "with this output if the sources are unchanged")
+    if gpu:
         problems += run_kernels()
     return problems
 
