@@ -194,11 +194,12 @@ def sor_solve(rhs, guess, sizes, iterations: int | None = None):
 SOLVERS = {"dst": dst_solve, "jacobi": jacobi_solve, "sor": sor_solve}
 
 
-# ``--solver auto``: the fastest solver on each kind of device. On the CPU the direct solve
-# (bench/test_bench_poisson.py, 64 bottle-preset problems at 224 px, one core: dst 61 ms, SOR about
-# 17x slower). On CUDA it is the direct solve too until a GPU measures otherwise
-# (bash bench/gpu_check.sh prints the per-solver times): two batched matrix products per item
-# against 3n + 10 dependent sweeps for SOR.
+# ``--solver auto``: the fastest solver on each kind of device. On the CPU the direct solve:
+# 64 bottle-preset problems at 224 px on one core take 47.5 ms with dst and 841 ms with SOR
+# (pytest bench/test_bench_poisson.py --benchmark-only -k solve, 2026-12-01). On CUDA the direct
+# solve too until a GPU has measured otherwise (bash bench/gpu_check.sh prints the per-solver
+# times and the fastest): it is two batched matrix products per item, against 3n + 10 dependent
+# sweeps for SOR.
 AUTO = {"cpu": "dst", "cuda": "dst"}
 SOLVER_NAMES = ("auto", "dst", "sor", "jacobi")
 
