@@ -145,7 +145,7 @@ def jacobi_solve_cuda(rhs, guess, sizes, iterations: int | None = None):
     B, C, R, K = rhs.shape
     u = (guess * n.mask(R, K)).contiguous()
     u_new = torch.empty_like(u)
-    if B == 0 or R == 0 or K == 0 or it == 0:
+    if u.numel() == 0 or it <= 0:  # no planes (C == 0 included) or no sweeps: nothing to launch
         return u
     rhs_c = rhs.contiguous()
     f = _module("poisson_iter.cu", rhs.device).get_function("jacobi_sweep")
@@ -171,7 +171,7 @@ def sor_solve_cuda(rhs, guess, sizes, iterations: int | None = None):
     it = sor_iterations(n.host) if iterations is None else iterations
     B, C, R, K = rhs.shape
     u = (guess * n.mask(R, K)).contiguous()
-    if B == 0 or R == 0 or K == 0 or it == 0:
+    if u.numel() == 0 or it <= 0:  # no planes (C == 0 included) or no sweeps: nothing to launch
         return u
     rhs_c = rhs.contiguous()
     mod = _module("poisson_iter.cu", rhs.device)

@@ -1,0 +1,1 @@
+"""Run CUDA kernel source on CPU threads under the device's rules (tests only)."""
