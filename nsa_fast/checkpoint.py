@@ -5,6 +5,8 @@ Checkpoints hold only tensors and plain Python values, so they load with ``weigh
 """
 from __future__ import annotations
 
+import errno
+import io
 import os
 import platform
 from pathlib import Path
@@ -29,14 +31,40 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+KEYS = ("model", "optimizer", "scheduler", "epoch", "step", "config", "preset", "model_args", "rng")
+_CHUNK = 1 << 24  # bytes a write call
+
+
 def save_atomic(state: dict, path: str | Path) -> None:
-    """Write ``state`` to ``path`` so that readers never see a partial file."""
+    """Write ``state`` to ``path`` so that readers never see a partial file.
+
+    The checkpoint is serialised in memory first, so that a full disk shows as the operating
+    system's own error (not torch's), then written to ``path.tmp``, synced and renamed over
+    ``path``. If writing fails, the partial ``.tmp`` is removed and ``path`` keeps the previous
+    checkpoint; a full disk is reported as NsaError saying so.
+    """
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    data = buf.getbuffer()
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            for i in range(0, len(data), _CHUNK):
+                view = data[i:i + _CHUNK]
+                while len(view):
+                    view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            kept = f"{str(path)!r} still holds the previous epoch" if path.exists() else "no checkpoint was kept"
+            raise NsaError(f"the disk is full: writing the checkpoint {str(tmp)!r} failed ({len(data) / 2**20:.0f} MiB "
+                           f"needed); {kept}. Free some space, then continue with --resume.") from err
+        raise
     os.replace(tmp, path)
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
@@ -46,13 +74,20 @@ def save_atomic(state: dict, path: str | Path) -> None:
 
 
 def load(path: str | Path, map_location="cpu") -> dict:
-    """Load a checkpoint with ``weights_only=True``; a clear error when it is missing or broken."""
+    """Load an nsa_fast checkpoint with ``weights_only=True``; a clear error when it is missing,
+    damaged or some other torch file."""
     path = Path(path)
     if not path.is_file():
         raise NsaError(f"no checkpoint at {str(path)!r}; train first (python -m nsa_fast.train ... "
                        "--out DIR writes DIR/last.pt).")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for truncated or foreign files
-        raise NsaError(f"cannot read the checkpoint {str(path)!r} ({type(err).__name__}: {err}). "
-                       "It is not an nsa_fast checkpoint or it is damaged.") from err
+        raise NsaError(f"cannot read the checkpoint {str(path)!r} ({type(err).__name__}: "
+                       f"{' '.join(str(err).split())[:200]}). It is not an nsa_fast checkpoint or it is "
+                       "damaged (a truncated copy?); use another file, or train again.") from err
+    missing = [k for k in KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise NsaError(f"{str(path)!r} is a torch file but not an nsa_fast checkpoint (it lacks "
+                       f"{', '.join(missing)}); pass the last.pt that python -m nsa_fast.train wrote.")
+    return state

@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, warn
 from .io import IMAGE_SUFFIXES, convert, decode, list_images
 from .presets import Preset
 
@@ -79,26 +79,42 @@ def load_images(paths: list[Path], preset: Preset, size: int) -> np.ndarray:
     """Decode and resize images to uint8 (N, size, size, preset.channels), RGB order.
 
     All files must share one kind (grayscale or colour): a mixture usually means a mistake in the
-    data, so it is refused rather than silently converted.
+    data, so it is refused rather than silently converted. Images that are not square (squashed
+    by the resize) or smaller than ``size`` (upscaled) get one warning line each kind.
     """
     out = np.empty((len(paths), size, size, preset.channels), np.uint8)
     kinds: dict[int, list[Path]] = {}
+    odd: dict[str, list[tuple[Path, tuple[int, int]]]] = {"not square": [], "small": []}
     for i, p in enumerate(paths):
         img = decode(p)
         kinds.setdefault(1 if img.ndim == 2 else img.shape[2], []).append(p)
+        h, w = img.shape[:2]
+        if h != w:
+            odd["not square"].append((p, (h, w)))
+        if min(h, w) < size:
+            odd["small"].append((p, (h, w)))
         out[i] = convert(img, preset.channels, size)
     if len(kinds) > 1:
-        desc = ", ".join(f"{len(v)} with {'1 channel' if k == 1 else f'{k} channels'} (e.g. {v[0].name})"
+        desc = "; ".join(f"{len(v)} with {'1 channel' if k == 1 else f'{k} channels'} (e.g. {str(v[0])!r})"
                          for k, v in sorted(kinds.items()))
-        raise InputError(f"mixed channel counts in {str(paths[0].parent)!r} and siblings: {desc}. "
+        raise InputError(f"mixed grayscale and colour images among the {len(paths)} files: {desc}. "
                          "Convert all images to one kind (grayscale or RGB).")
+    if odd["not square"]:
+        f, (h, w) = odd["not square"][0]
+        warn(f"{len(odd['not square'])} of {len(paths)} images are not square (e.g. {str(f)!r}, {h}x{w}); "
+             f"they are resized to {size}x{size}, which distorts them. Crop them square first to avoid it.")
+    if odd["small"]:
+        f, (h, w) = odd["small"][0]
+        warn(f"{len(odd['small'])} of {len(paths)} images are smaller than {size} px (e.g. {str(f)!r}, "
+             f"{h}x{w}); they are upscaled, which blurs them. The preset expects image_size={size}.")
     return out
 
 
 def load_masks(items: list[TestItem], size: int) -> np.ndarray:
     """Ground-truth masks resized (nearest) to (N, size, size) bool; zeros for normal images.
 
-    Each mask must have its image's size.
+    A mask pixel is anomalous when it is non-zero (MVTec stores 0/255; other tools 0/1). Each
+    mask must have its image's size.
     """
     out = np.zeros((len(items), size, size), bool)
     for i, it in enumerate(items):
@@ -111,7 +127,11 @@ def load_masks(items: list[TestItem], size: int) -> np.ndarray:
         if m.shape != shape:
             raise InputError(f"the mask {str(it.mask)!r} is {m.shape[0]}x{m.shape[1]} but its image "
                              f"{str(it.path)!r} is {shape[0]}x{shape[1]}; masks must match their images.")
-        out[i] = cv2.resize(m, (size, size), interpolation=cv2.INTER_NEAREST) > 127
+        out[i] = cv2.resize((m > 0).astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST) > 0
+    empty = [it for it, m in zip(items, out) if it.mask is not None and not m.any()]
+    if empty:
+        warn(f"{len(empty)} anomalous test image(s) have an all-zero mask (e.g. {str(empty[0].mask)!r}): they "
+             "count for image AUROC but add no defect pixels. Mark the defects, or move such images to test/good.")
     return out
 
 

@@ -22,6 +22,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .errors import NsaError
+
 DEMO = "demo"
 SIZE = 256
 N_TRAIN = 40
@@ -280,8 +282,12 @@ def ensure_demo(root: Path | None = None) -> Path:
     missing = [rel for rel in demo_layout() if not (base / rel).is_file()]
     if missing:
         files = build_demo()
-        for rel in missing:
-            _write_atomic(base / rel, files[rel])
+        try:
+            for rel in missing:
+                _write_atomic(base / rel, files[rel])
+        except OSError as err:
+            raise NsaError(f"cannot write the demo data to {str(base)!r} ({err.strerror or err}); set "
+                           "NSA_FAST_CACHE to a writable folder.") from err
     return root
 
 

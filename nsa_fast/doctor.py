@@ -207,8 +207,16 @@ def run_kernels() -> list[str]:
 
 
 def main(argv=None) -> int:
-    from . import __version__
+    from . import cli
 
+    return cli.run(_main, argv)
+
+
+def _main(argv) -> int:
+    from . import __version__
+    from .cli import Parser
+
+    Parser(prog="python -m nsa_fast.doctor", description=__doc__).parse_args(argv)
     print(f"nsa_fast {__version__}, Python {sys.version.split()[0]}")
     gpu, problems = check_torch()
     problems += check_cupy(gpu)

@@ -22,6 +22,13 @@ class PresetError(NsaError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+def warn(message: str) -> None:
+    """One ``warning:`` line on stderr: the run goes on, but the user should know."""
+    import sys
+
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def check_image(img: np.ndarray, name: str = "image") -> np.ndarray:
     """Check that ``img`` is a uint8 array of shape (H, W, C) with C in (1, 3).
 

@@ -10,7 +10,6 @@ Exit codes: 0 success, 2 bad input.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import sys
@@ -19,19 +18,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import checkpoint
-from .errors import NsaError
+from . import checkpoint, cli
+from .cli import Parser
+from .errors import NsaError, warn
 from .model import EncoderDecoder, normalize
 from .presets import Preset
 
 
 def load_model(ckpt_path, device) -> tuple[EncoderDecoder, Preset, dict]:
     """The trained network (eval mode) and the preset it was trained with."""
-    state = checkpoint.load(ckpt_path, map_location=device)
-    preset = Preset(**state["preset"])
-    model = EncoderDecoder(**state["model_args"]).to(device)
-    model.load_state_dict(state["model"])
-    return model.eval(), preset, state
+    state = checkpoint.load(ckpt_path)
+    try:
+        preset = Preset(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["preset"].items()})
+        model = EncoderDecoder(**state["model_args"])
+        model.load_state_dict(state["model"])
+    except (TypeError, RuntimeError, ValueError) as err:
+        raise NsaError(f"the checkpoint {str(ckpt_path)!r} does not describe a network this version can build "
+                       f"({' '.join(str(err).split())[:300]}); use a checkpoint of this nsa_fast version.") from err
+    return model.to(device).eval(), preset, state
 
 
 @torch.no_grad()
@@ -87,6 +91,9 @@ def evaluate(ckpt_path, root, category: str, out_dir, device=None) -> dict:
 
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, preset, state = load_model(ckpt_path, device)
+    trained_on = state["config"].get("category")
+    if trained_on != category:
+        warn(f"the checkpoint was trained on class {trained_on!r} and is evaluated on {category!r}")
     items = test_items(root, category)
     size = eval_size(preset)
     images = load_images([i.path for i in items], preset, size)
@@ -115,25 +122,32 @@ def evaluate(ckpt_path, root, category: str, out_dir, device=None) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m nsa_fast.evaluate", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", required=True)
+    return cli.run(_main, argv)
+
+
+def _main(argv) -> int:
+    ap = Parser(prog="python -m nsa_fast.evaluate", description=__doc__)
+    ap.add_argument("--checkpoint", required=True, help="last.pt of a training run")
     ap.add_argument("--data", required=True, help="dataset root (MVTec layout) or 'demo'")
-    ap.add_argument("--category", required=True)
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--category", required=True, help="class folder under --data with a test set")
+    ap.add_argument("--out", required=True, help="folder for metrics.json, scores.csv and the figures")
+    ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                    help="where the network runs (auto: CUDA when visible)")
     a = ap.parse_args(argv)
     from .demo import resolve_root
 
-    return report(a.checkpoint, resolve_root(a.data), a.category, a.out)
+    return report(a.checkpoint, resolve_root(a.data), a.category, a.out, pick_eval_device(a.device))
 
 
-def report(ckpt_path, root, category: str, out_dir) -> int:
-    """Evaluate, print the metrics as JSON; exit code 0, or 2 with the error on bad input."""
-    try:
-        metrics = evaluate(ckpt_path, root, category, out_dir)
-    except NsaError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+def pick_eval_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise NsaError("--device cuda: no CUDA GPU is visible; use --device cpu (or auto).")
+    return torch.device("cuda" if name != "cpu" and torch.cuda.is_available() else "cpu")
+
+
+def report(ckpt_path, root, category: str, out_dir, device=None) -> int:
+    """Evaluate and print the metrics as JSON; exit code 0 (errors propagate to the CLI)."""
+    metrics = evaluate(ckpt_path, root, category, out_dir, device)
     print(json.dumps(metrics, indent=2))
     return 0
 

@@ -3,35 +3,56 @@
     python -m nsa_fast.predict --checkpoint CKPT PATH [PATH ...] --out DIR
     python -m nsa_fast.predict --checkpoint CKPT --export onnx --out DIR
 
-Images or folders in; DIR/<name>_heatmap.png (the map over the image) and DIR/scores.csv (image
+Images or folders in; DIR/<name>_heatmap.png (the map over the image; inputs from several folders
+keep their folders below the common one, so equal names do not collide) and DIR/scores.csv (image
 score = mean of the map, as in evaluation, and the map's maximum) out. ``--export onnx`` writes
 DIR/model.onnx mapping a normalised (B, C, H, W) float32 batch to (B, H, W) maps.
 Exit codes: 0 success, 2 bad input.
 """
 from __future__ import annotations
 
-import argparse
 import csv
+import os
 import sys
 from pathlib import Path
 
 import torch
 
-from .errors import InputError, NsaError
+from . import cli
+from .cli import Parser
+from .errors import InputError, warn
 from .io import IMAGE_SUFFIXES, list_images
 
 
-def collect(paths: list[str]) -> list[Path]:
-    """Image files named directly or found in the folders named; an error for anything else."""
+HEATMAP_SUFFIX = "_heatmap.png"
+
+
+def collect(paths: list[str], exclude: Path | None = None) -> list[Path]:
+    """Image files named directly or found in the folders named, each once, in order; an error
+    for anything else. Heatmaps inside ``exclude`` (the output folder, which may be an input
+    folder too) are skipped, so that a run never reads its own or an earlier run's heatmaps."""
     files: list[Path] = []
+    skip = exclude.resolve() if exclude is not None else None
     for p in map(Path, paths):
         if p.is_dir():
-            files += list_images(p)
+            found = list_images(p)
         elif p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
-            files.append(p)
+            found = [p]
         else:
             raise InputError(f"{str(p)!r} is neither an image ({', '.join(IMAGE_SUFFIXES)}) nor a folder.")
-    return files
+        files += [f for f in found if skip is None or not (f.name.endswith(HEATMAP_SUFFIX)
+                                                          and f.resolve().is_relative_to(skip))]
+    unique = list(dict.fromkeys(f.resolve() for f in files))
+    if not unique:
+        raise InputError(f"no images to predict on in {paths} (outside the output folder {str(exclude)!r}).")
+    return unique
+
+
+def heatmap_names(files: list[Path]) -> list[Path]:
+    """Output paths relative to the output folder, one per input and all distinct: each file's
+    path below the inputs' common folder, with ``_heatmap.png`` for its suffix."""
+    base = Path(os.path.commonpath([str(f.parent) for f in files]))
+    return [f.parent.relative_to(base) / f"{f.stem}{HEATMAP_SUFFIX}" for f in files]
 
 
 class MapModel(torch.nn.Module):
@@ -61,45 +82,48 @@ def predict(ckpt, paths: list[str], out_dir, device=None) -> list[tuple[Path, fl
 
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, preset, _ = load_model(ckpt, device)
-    files = collect(paths)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    files = collect(paths, exclude=out)
     images = load_images(files, preset, eval_size(preset))
     maps = anomaly_maps(model, images, preset, device)
     vmax = display_max(maps)
     rows = []
-    for f, img, m in zip(files, images, maps):
-        write_image(out / f"{f.stem}_heatmap.png", heatmap_overlay(img, m, vmax))
-        rows.append((f, float(m.mean()), float(m.max())))
+    for f, name, img, m in zip(files, heatmap_names(files), images, maps):
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        write_image(out / name, heatmap_overlay(img, m, vmax))
+        rows.append((f, float(m.mean()), float(m.max()), name))
     with open(out / "scores.csv", "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["path", "score", "max"])
-        w.writerows([(str(f), f"{s:.6g}", f"{mx:.6g}") for f, s, mx in rows])
-    return rows
+        w.writerow(["path", "score", "max", "heatmap"])
+        w.writerows([(str(f), f"{s:.6g}", f"{mx:.6g}", str(name)) for f, s, mx, name in rows])
+    return [r[:3] for r in rows]
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m nsa_fast.predict", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", required=True)
-    ap.add_argument("paths", nargs="*", help="images or folders of images")
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--export", choices=("onnx",), help="write the model as ONNX instead of predicting")
-    a = ap.parse_args(argv)
-    try:
-        if a.export:
-            from .evaluate import load_model
+    return cli.run(_main, argv)
 
-            model, preset, _ = load_model(a.checkpoint, torch.device("cpu"))
-            Path(a.out).mkdir(parents=True, exist_ok=True)
-            print(f"wrote {export_onnx(model, preset, Path(a.out) / 'model.onnx')}")
-            return 0
-        if not a.paths:
-            raise InputError("give images or folders to predict on (or --export onnx).")
-        rows = predict(a.checkpoint, a.paths, a.out)
-    except NsaError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+
+def _main(argv) -> int:
+    ap = Parser(prog="python -m nsa_fast.predict", description=__doc__)
+    ap.add_argument("--checkpoint", required=True, help="last.pt of a training run")
+    ap.add_argument("paths", nargs="*", help="images or folders of images")
+    ap.add_argument("--out", required=True, help="folder for the heatmaps and scores.csv (or model.onnx)")
+    ap.add_argument("--export", choices=("onnx",), help="write the model as ONNX instead of predicting")
+    ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                    help="where the network runs (auto: CUDA when visible)")
+    a = ap.parse_args(argv)
+    from .evaluate import load_model, pick_eval_device
+
+    if a.export:
+        if a.paths:
+            warn(f"--export onnx writes the model only; the {len(a.paths)} image path(s) given are ignored")
+        model, preset, _ = load_model(a.checkpoint, torch.device("cpu"))
+        Path(a.out).mkdir(parents=True, exist_ok=True)
+        print(f"wrote {export_onnx(model, preset, Path(a.out) / 'model.onnx')}")
+        return 0
+    if not a.paths:
+        raise InputError("give images or folders to predict on (or --export onnx).")
+    rows = predict(a.checkpoint, a.paths, a.out, pick_eval_device(a.device))
     print(f"{len(rows)} images; heatmaps and scores.csv in {a.out}")
     return 0
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -74,32 +75,65 @@ FIELD_NAMES = frozenset(f.name for f in fields(Preset))
 _HINTS = typing.get_type_hints(Preset)
 
 
-def _validate(p: Preset) -> None:
-    def bad(msg: str) -> PresetError:
-        return PresetError(f"preset {p.name!r}: {msg}")
+KINDS = ("object", "texture", "xray")
+NORMALIZE = ("imagenet", "none")
+MIN_SIDE = 32       # smaller crops leave no room for the patch-size bounds
+SIDE_MULTIPLE = 32  # the network's input: the encoder halves it 5 times and the decoder doubles it back
 
+
+def _validate(p: Preset) -> None:
+    """Every field within the range where it means something; the message names the field, the
+    range and the value that arrived."""
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            raise PresetError(f"preset {p.name!r}: {msg}")
+
+    need(p.kind in KINDS, f"kind must be one of {KINDS}, got {p.kind!r}")
     for key in ("half_h", "half_w"):
         lo, hi = getattr(p, key)
-        if not 0 < lo <= hi < 0.5:
-            raise bad(f"{key} must satisfy 0 < min <= max < 0.5 (fractions of the side), got {(lo, hi)}")
-    if p.n_max < 1:
-        raise bad(f"n_max must be >= 1, got {p.n_max}")
-    if p.clone not in CLONE_MODES:
-        raise bad(f"clone must be one of {CLONE_MODES}, got {p.clone!r}")
-    if p.resize_clip not in RESIZE_CLIPS:
-        raise bad(f"resize_clip must be one of {RESIZE_CLIPS}, got {p.resize_clip!r}")
-    if not 0 < p.resize_bounds[0] <= p.resize_bounds[1]:
-        raise bad(f"resize_bounds must satisfy 0 < low <= high, got {p.resize_bounds}")
-    if p.channels not in (1, 3):
-        raise bad(f"channels must be 1 or 3, got {p.channels}")
-    if p.normalize not in ("imagenet", "none"):
-        raise bad(f"normalize must be 'imagenet' or 'none', got {p.normalize!r}")
-    if p.max_tries < 1 or p.ensure_label < 0:
-        raise bad("max_tries must be >= 1 and ensure_label >= 0")
-    if p.center_crop is not None and not p.crop <= p.center_crop <= p.image_size:
-        raise bad(f"need crop <= center_crop <= image_size, got {p.crop}, {p.center_crop}, {p.image_size}")
-    if p.center_crop is None and p.crop > p.image_size:
-        raise bad(f"crop {p.crop} is larger than image_size {p.image_size}")
+        need(0 < lo <= hi < 0.5, f"{key} must satisfy 0 < min <= max < 0.5 (fractions of the side), got {(lo, hi)}")
+    need(1 <= p.n_max <= 16, f"n_max must be 1..16 patches, got {p.n_max}")
+    k, y0 = p.logistic
+    need(0 < k < 1e3 and 0 <= y0 <= 255, f"logistic must be (k, y0) with k > 0 (the slope) and y0 in 0..255 "
+                                          f"(grey levels), got {p.logistic}")
+    if p.background is not None:
+        b, t = p.background
+        need(0 <= b <= 255 and 0 <= t < 255, f"background must be (b, t) with b in 0..255 and t in 0..254 "
+                                              f"(grey levels), or none, got {p.background}")
+    for key in ("t_object", "t_overlap"):
+        need(0 <= getattr(p, key) < 1, f"{key} must be a share in [0, 1), got {getattr(p, key)}")
+    need(p.epochs >= 1, f"epochs must be >= 1, got {p.epochs}")
+    need(p.clone in CLONE_MODES, f"clone must be one of {CLONE_MODES}, got {p.clone!r}")
+    lo, hi = p.resize_bounds
+    need(0 < lo <= hi <= 10, f"resize_bounds must satisfy 0 < low <= high <= 10, got {p.resize_bounds}")
+    shape, scale, offset = p.gamma
+    need(shape > 0 and scale > 0 and 0 <= offset < 0.5,
+         f"gamma must be (shape > 0, scale > 0, offset in [0, 0.5)), got {p.gamma}")
+    need(p.resize_clip in RESIZE_CLIPS, f"resize_clip must be one of {RESIZE_CLIPS}, got {p.resize_clip!r}")
+    need(p.max_tries >= 1, f"max_tries must be >= 1, got {p.max_tries}")
+    need(p.min_mask_pixels >= 0, f"min_mask_pixels must be >= 0, got {p.min_mask_pixels}")
+    need(0 <= p.label_tol <= 255, f"label_tol must be 0..255 grey levels, got {p.label_tol}")
+    need(p.ensure_label >= 0, f"ensure_label must be >= 0, got {p.ensure_label}")
+    need(0 <= p.rotation <= 180, f"rotation must be 0..180 degrees, got {p.rotation}")
+    need(p.channels in (1, 3), f"channels must be 1 or 3, got {p.channels}")
+    need(p.normalize in NORMALIZE, f"normalize must be one of {NORMALIZE}, got {p.normalize!r}")
+    need(not (p.channels == 1 and p.normalize == "imagenet"),
+         "channels=1 needs normalize=none: the ImageNet statistics are for 3 channels (add --set normalize=none)")
+    need(p.crop >= MIN_SIDE, f"crop must be at least {MIN_SIDE} pixels, got {p.crop}")
+    need(p.crop <= p.image_size, f"crop {p.crop} is larger than image_size {p.image_size}")
+    if p.center_crop is not None:
+        need(p.crop <= p.center_crop <= p.image_size,
+             f"center_crop ({p.center_crop}) must lie between crop ({p.crop}) and image_size "
+             f"({p.image_size}); set it too, e.g. --set center_crop={min(max(p.crop, p.center_crop), p.image_size)}, "
+             "or --set center_crop=none for no centre crop")
+
+
+def check_trainable(p: Preset) -> None:
+    """What the network adds to a preset's ranges: its input side is a multiple of 32."""
+    if p.crop % SIDE_MULTIPLE:
+        raise PresetError(f"preset {p.name!r}: crop must be a multiple of {SIDE_MULTIPLE} pixels to train (the "
+                          f"network halves its input 5 times), got {p.crop}; e.g. --set crop="
+                          f"{max(SIDE_MULTIPLE, p.crop // SIDE_MULTIPLE * SIDE_MULTIPLE)}")
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -113,27 +147,33 @@ def _coerce(name: str, value: Any) -> Any:
             return None
         hint = next(a for a in args if a is not type(None))
         origin, args = typing.get_origin(hint), typing.get_args(hint)
+    want = {int: "an integer", float: "a number", bool: "true or false", str: "text"}.get(
+        hint, f"{len(args)} numbers separated by commas" if origin is tuple else str(hint))
     try:
         if isinstance(value, str) and (origin is tuple or hint in (int, float, bool)):
             value = json.loads(value if not ("," in value and not value.startswith("[")) else f"[{value}]")
         if origin is tuple:
-            if len(value) != len(args):
-                raise ValueError(f"expected {len(args)} numbers")
-            return tuple(float(v) for v in value)
+            if isinstance(value, (str, bytes)) or len(value) != len(args):
+                raise ValueError(want)
+            out = tuple(float(v) for v in value)
+            if not all(math.isfinite(v) for v in out):
+                raise ValueError(want)
+            return out
         if hint is bool:
             if not isinstance(value, bool):
                 raise ValueError("expected true or false")
             return value
         if hint is int:
-            if float(value) != int(value):
+            if isinstance(value, bool) or float(value) != int(value):
                 raise ValueError("expected an integer")
             return int(value)
         if hint is float:
+            if isinstance(value, bool) or not math.isfinite(float(value)):
+                raise ValueError(want)
             return float(value)
         return str(value)
-    except (ValueError, TypeError, json.JSONDecodeError) as err:
-        raise PresetError(
-            f"preset field {name!r}: cannot use {value!r} ({err}); expected {hint}.") from None
+    except (ValueError, TypeError, json.JSONDecodeError):
+        raise PresetError(f"preset field {name!r}: expected {want}, got {value!r}.") from None
 
 
 OBJECTS = ("bottle", "cable", "capsule", "hazelnut", "metal_nut", "pill", "screw", "toothbrush",
@@ -196,9 +236,12 @@ def load_overrides(path: str | Path) -> dict[str, Any]:
         raise PresetError(f"preset file {str(path)!r} does not exist; pass a .json or .yaml file.")
     text = path.read_text()
     if path.suffix.lower() in (".yaml", ".yml"):
-        import yaml  # optional: only YAML files need it
+        import yaml
 
-        data = yaml.safe_load(text)
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise PresetError(f"preset file {str(path)!r} is not valid YAML: {' '.join(str(err).split())}") from None
     else:
         try:
             data = json.loads(text)

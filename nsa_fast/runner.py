@@ -10,13 +10,16 @@ Exit codes: 0 success, 2 bad input, 1 a run failed.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from . import cli
+from .cli import Parser
+from .errors import NsaError
 
 METRICS = ("image_auroc", "pixel_auroc", "au_pro_0.3")
 
@@ -55,28 +58,60 @@ def tabulate(results: dict[str, list[dict]], out: Path) -> str:
     return md
 
 
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise NsaError(f"--seeds expects comma-separated non-negative integers such as 0,1,2, got {text!r}.") from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise NsaError(f"--seeds expects distinct non-negative integers such as 0,1,2, got {text!r}.")
+    return seeds
+
+
+def _categories(text: str, root: Path) -> list[str]:
+    cats = [c.strip() for c in text.split(",") if c.strip()]
+    if not cats or len(set(cats)) != len(cats):
+        raise NsaError(f"--categories expects distinct class names separated by commas such as bottle,carpet, "
+                       f"got {text!r}.")
+    for cat in cats:  # the table needs every class's test set: check before hours of training
+        if not (root / cat / "test").is_dir():
+            raise NsaError(f"class {cat!r} has no test set ({str(root / cat / 'test')!r}); the runner evaluates "
+                           "every run. Add test/good and test/<defect> with masks, or leave the class out.")
+    return cats
+
+
 def main(argv=None) -> int:
+    return cli.run(_main, argv)
+
+
+def _main(argv) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     own = argv[:argv.index("--")] if "--" in argv else argv
-    ap = argparse.ArgumentParser(prog="python -m nsa_fast.runner", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True)
+    ap = Parser(prog="python -m nsa_fast.runner", description=__doc__,
+                usage="python -m nsa_fast.runner --data ROOT --categories A,B --out DIR [--seeds 0,1,2] "
+                      "[-- TRAIN_ARGS ...]")
+    ap.add_argument("--data", required=True, help="dataset root (MVTec layout) or 'demo'")
     ap.add_argument("--categories", required=True, help="comma-separated class names")
     ap.add_argument("--seeds", default="0", help="comma-separated seeds (the paper used 5)")
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out", required=True, help="folder of the runs and the table")
     a = ap.parse_args(own)
+    from .demo import resolve_root
     from .train import main as train_main
 
+    seeds = _seeds(a.seeds)
+    cats = _categories(a.categories, resolve_root(a.data))
     out = Path(a.out)
     results: dict[str, list[dict]] = {}
-    for cat in [c for c in a.categories.split(",") if c]:
-        for seed in [int(s) for s in a.seeds.split(",") if s]:
+    for cat in cats:
+        for seed in seeds:
             run = out / cat / f"seed{seed}"
+            resume = ["--resume"] if (run / "last.pt").is_file() else []  # an interrupted table picks up
             rc = train_main(["--data", a.data, "--category", cat, "--seed", str(seed), "--out", str(run),
-                             "--resume", *extra])
+                             *resume, *extra])
             if rc != 0:
-                print(f"error: run {cat} seed {seed} failed (exit {rc})", file=sys.stderr)
+                print(f"error: run {cat} seed {seed} failed (exit {rc}); its files are in {str(run)!r}",
+                      file=sys.stderr)
                 return 1 if rc != 2 else 2
             metrics = json.loads((run / "eval" / "metrics.json").read_text())
             results.setdefault(cat, []).append(metrics)

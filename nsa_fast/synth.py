@@ -5,7 +5,6 @@ does not depend on which DataLoader worker makes it, nor on how many workers the
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -13,7 +12,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from . import cli
 from .blend.opencv import Synthetic, execute_plan
+from .cli import Parser, non_negative_int, positive_int
 from .errors import InputError, check_image
 from .presets import LABEL_MODES, Preset, add_preset_args, resolve_preset
 from .sampler import Stats, Task, TASKS, get_task, object_mask, sample_plan
@@ -169,28 +170,44 @@ def batched_items(images: np.ndarray, preset: Preset, task: str, label: str, see
         raise InputError("--device cuda: no CUDA GPU is visible; use --device cpu (or auto).")
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        "cpu" if device == "auto" else device)
-    pipe = BatchedPipeline(images, preset, task, label, seed, n, dev, solver=pick_solver(solver, dev))
-    originals, batch, stats = pipe.sample(0, np.arange(n))
-    host = [t.cpu().numpy() for t in (originals, batch.images, batch.labels, batch.boxes)]
-    stats.empty_labels = int((~host[2].reshape(n, -1).any(axis=1)).sum())
-    return [{"original": o, "image": i, "label": lab, "boxes": b} for o, i, lab, b in zip(*host)], stats
+    N = len(images)
+    pipe = BatchedPipeline(images, preset, task, label, seed, min(n, N), dev, solver=pick_solver(solver, dev))
+    items, stats = [], Stats()
+    for epoch in range(-(-n // N)):  # sample i is (epoch i // N, index i % N), as in sample_keys
+        originals, batch, s = pipe.sample(epoch, np.arange(min(N, n - epoch * N)))
+        stats += s
+        host = [t.cpu().numpy() for t in (originals, batch.images, batch.labels, batch.boxes)]
+        items += [{"original": o, "image": i, "label": lab, "boxes": b} for o, i, lab, b in zip(*host)]
+    stats.empty_labels = sum(not it["label"].any() for it in items)
+    return items, stats
+
+
+def sample_keys(n: int, n_images: int) -> list[tuple[int, int]]:
+    """The (epoch, index) keys of n samples: each image in turn is the destination, and past the
+    last image the next epoch's draws begin, so every sample is distinct."""
+    return [(i // n_images, i % n_images) for i in range(n)]
 
 
 def main(argv: list[str] | None = None) -> int:
+    return cli.run(_main, argv)
+
+
+def _main(argv) -> int:
     from .demo import resolve_root
     from .data import load_images, train_files
     from .io import write_image
 
-    ap = argparse.ArgumentParser(prog="python -m nsa_fast.synth",
-                                 description="Write synthetic anomalies of a class as a PNG grid and an .npz.")
+    ap = Parser(prog="python -m nsa_fast.synth",
+                description="Write synthetic anomalies of a class as a PNG grid and an .npz.")
     ap.add_argument("--data", required=True,
                     help="dataset root in the MVTec layout (ROOT/CLASS/train/good), or 'demo' for the "
                          "built-in demo data (category demo)")
     ap.add_argument("--out", required=True, help="output folder")
-    ap.add_argument("-n", type=int, default=16, help="number of samples (default 16)")
-    ap.add_argument("--task", default="nsa", choices=sorted(TASKS))
+    ap.add_argument("-n", "--num", dest="n", type=positive_int, default=16,
+                    help="number of samples; more than the training images draws further epochs")
+    ap.add_argument("--task", default="nsa", choices=sorted(TASKS), help="self-supervised task")
     ap.add_argument("--label", choices=LABEL_MODES, help="label mode (default: the task's)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=non_negative_int, default=0, help="seeds every sample")
     ap.add_argument("--solver", choices=SOLVER_NAMES,
                     help="make the samples with the batched executor and this Poisson solver (CUDA "
                          "kernels on a GPU) instead of OpenCV's seamlessClone (the default)")
@@ -198,19 +215,18 @@ def main(argv: list[str] | None = None) -> int:
                     help="where the batched executor runs with --solver (auto: CUDA when visible)")
     add_preset_args(ap)
     args = ap.parse_args(argv)
-    try:
-        preset = resolve_preset(args)
-        images = load_images(train_files(resolve_root(args.data), args.category), preset, preset.image_size)
-        ds = SyntheticDataset(list(images), preset, args.task, args.label, args.seed)
-        n = min(args.n, len(ds)) if args.n > 0 else len(ds)
-        if args.solver is None:
-            items, stats = [ds[i] for i in range(n)], ds.stats
-        else:
-            items, stats = batched_items(images, preset, args.task, ds.label_mode, args.seed, n, args.solver,
-                                         args.device)
-    except (InputError, KeyError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    preset = resolve_preset(args)
+    images = load_images(train_files(resolve_root(args.data), args.category), preset, preset.image_size)
+    ds = SyntheticDataset(list(images), preset, args.task, args.label, args.seed)
+    n = args.n
+    if n > len(ds):
+        print(f"note: {n} samples from {len(ds)} training images: each image is the destination of "
+              f"{-(-n // len(ds))} samples at most, with fresh draws each time")
+    if args.solver is None:
+        items, stats = [ds[k] for k in sample_keys(n, len(ds))], ds.stats
+    else:
+        items, stats = batched_items(images, preset, args.task, ds.label_mode, args.seed, n, args.solver,
+                                     args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     labels = np.stack([it["label"] for it in items])

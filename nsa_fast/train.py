@@ -24,10 +24,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import checkpoint
+from . import checkpoint, cli, rundir
+from .cli import Parser, non_negative_int, positive_float, positive_int
 from .errors import NsaError
 from .model import EncoderDecoder, normalize
-from .presets import LABEL_MODES, Preset, add_preset_args, resolve_preset
+from .presets import LABEL_MODES, Preset, add_preset_args, check_trainable, resolve_preset
 from .blend.solvers import SOLVER_NAMES
 from .pipelines import to_training_device
 from .sampler import TASKS, get_task
@@ -58,21 +59,21 @@ class TrainConfig:
     evaluate: bool = True
 
 
-def parse_args(argv=None) -> tuple[TrainConfig, Preset, bool]:
-    ap = argparse.ArgumentParser(prog="python -m nsa_fast.train", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv=None) -> tuple[TrainConfig, Preset, bool, bool]:
+    """The resolved configuration and preset, and the --resume and --overwrite flags."""
+    ap = Parser(prog="python -m nsa_fast.train", description=__doc__)
     ap.add_argument("--data", required=True, help="dataset root (MVTec layout) or 'demo'")
     ap.add_argument("--out", default=None, help="output folder (default runs/CATEGORY-TASK-LABEL-sSEED)")
-    ap.add_argument("--task", default="nsa", choices=sorted(TASKS))
-    ap.add_argument("--label", choices=LABEL_MODES, help="label mode (default: the task's)")
+    ap.add_argument("--task", default="nsa", choices=sorted(TASKS), help="self-supervised task")
+    ap.add_argument("--label", choices=LABEL_MODES, help="label mode (default: the task's; logistic for nsa)")
     ap.add_argument("--gpu-blend", action="store_true", help="cache, augment and blend on the GPU")
     ap.add_argument("--blend-device", help=argparse.SUPPRESS)
-    ap.add_argument("--epochs", type=int, help="epochs (default: the preset's, e.g. 320)")
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
-                    help="CPU workers making synthetic anomalies (without --gpu-blend)")
+    ap.add_argument("--epochs", type=positive_int, help="epochs (default: the preset's, e.g. 320)")
+    ap.add_argument("--batch-size", type=positive_int, default=64, help="images a step (at least 2: batch norm)")
+    ap.add_argument("--lr", type=positive_float, default=1e-3, help="Adam's learning rate")
+    ap.add_argument("--seed", type=non_negative_int, default=0, help="seeds the weights and every sample")
+    ap.add_argument("--workers", type=non_negative_int, default=min(8, os.cpu_count() or 1),
+                    help="CPU workers making synthetic anomalies (without --gpu-blend); 0: in the main process")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                     help="where the network trains (auto: CUDA when visible)")
     ap.add_argument("--loader", choices=("memory", "dali"), default="memory",
@@ -82,18 +83,23 @@ def parse_args(argv=None) -> tuple[TrainConfig, Preset, bool]:
                     help="Poisson solver of the batched pipeline (--gpu-blend, --loader dali): dst, the "
                          "direct sine-transform solve; sor and jacobi, iterative (CUDA kernels on a GPU); "
                          "auto, the fastest on the device (see README)")
-    ap.add_argument("--grid-every", type=int, default=10, help="write a PNG grid every N epochs")
+    ap.add_argument("--grid-every", type=positive_int, default=10, help="write a PNG grid every N epochs")
     ap.add_argument("--amp", choices=("auto", "off", "bf16"), default="auto",
                     help="auto: bf16 on GPUs with fast bf16 (sm_80+), fp32 elsewhere (Pascal included)")
-    ap.add_argument("--steps-per-epoch", type=int, help="cap steps per epoch (smoke runs)")
-    ap.add_argument("--stop-after", type=int, metavar="N",
+    ap.add_argument("--steps-per-epoch", type=positive_int, help="cap steps per epoch (smoke runs)")
+    ap.add_argument("--stop-after", type=positive_int, metavar="N",
                     help="stop after N epochs of this run (the schedule still spans --epochs); "
                          "continue later with --resume")
     ap.add_argument("--no-eval", action="store_true", help="skip the evaluation after training")
-    ap.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    ap.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="delete the run files (last.pt, log.csv, grids, eval/) already in --out first")
     add_preset_args(ap)
     a = ap.parse_args(argv)
+    if a.batch_size < 2:
+        ap.error(f"--batch-size must be at least 2 (batch norm needs two images a step), got {a.batch_size}")
     preset = resolve_preset(a)
+    check_trainable(preset)
     if a.epochs is not None:
         preset = preset.replace(epochs=a.epochs)
     label = a.label or get_task(a.task).default_label
@@ -104,7 +110,7 @@ def parse_args(argv=None) -> tuple[TrainConfig, Preset, bool]:
                       grid_every=a.grid_every, amp=a.amp, device=a.device, loader=a.loader,
                       solver=a.solver, steps_per_epoch=a.steps_per_epoch,
                       stop_after=a.stop_after, evaluate=not a.no_eval)
-    return cfg, preset, a.resume
+    return cfg, preset, a.resume, a.overwrite
 
 
 def pick_device(cfg: TrainConfig, local_rank: int) -> torch.device:
@@ -173,18 +179,23 @@ def make_state(model, opt, sched, epoch: int, step: int, cfg: TrainConfig, prese
                            "head": "relu" if cfg.label == "intensity" else "sigmoid"}}
 
 
-def resume_from(path: Path, model, opt, sched) -> tuple[int, int]:
-    """Load OUT/last.pt into the model, optimizer and schedule and restore the RNG states; returns
-    (first epoch to run, steps done).
+def resume_from(state: dict | Path, model, opt, sched) -> tuple[int, int]:
+    """Load a checkpoint (OUT/last.pt, or its loaded state) into the model, optimizer and schedule
+    and restore the RNG states; returns (first epoch to run, steps done).
 
     The checkpoint is read on the CPU whatever the training device: the RNG states must stay CPU
     byte tensors (``torch.set_rng_state`` and ``torch.cuda.set_rng_state`` take nothing else), and
     ``load_state_dict`` copies weights and optimizer state to the model's own device.
     """
-    state = checkpoint.load(path, map_location="cpu")
+    if not isinstance(state, dict):
+        state = checkpoint.load(state, map_location="cpu")
     net = model.module if hasattr(model, "module") else model
-    net.load_state_dict(state["model"])
-    opt.load_state_dict(state["optimizer"])
+    try:
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise NsaError(f"the checkpoint's weights do not fit this network ({' '.join(str(err).split())[:300]}); "
+                       "it was written by another version or for other settings. Train into another --out.") from err
     sched.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"]["torch"])
     saved = state["rng"].get("cuda", [])
@@ -303,39 +314,74 @@ def setup_distributed() -> tuple[int, int, int]:
     return rank, world, local
 
 
-def main(argv=None) -> int:
-    try:
-        cfg, preset, resume = parse_args(argv)
-        rank, world, local = setup_distributed()
-        device = pick_device(cfg, local)
-        from .data import train_files
-        from .demo import resolve_root
+def check_schedule(pipeline, cfg: TrainConfig, n_images: int, world: int) -> int:
+    """Steps per epoch, or an error when the run would take none (it would "succeed" untrained)."""
+    steps = min(len(pipeline.batches(0)), cfg.steps_per_epoch or 10**9)
+    if steps == 0:
+        per_rank = -(-n_images // world)
+        raise NsaError(f"this run would take no optimizer step: {n_images} training image(s) over {world} "
+                       f"process(es) leave {per_rank} a process, and a step needs at least 2 (batch norm). "
+                       "Add training images or use fewer processes.")
+    return steps
 
-        root = resolve_root(cfg.data)
-        pipeline = build_pipeline(cfg, preset, train_files(root, cfg.category), device, rank, world)
-    except (NsaError, KeyError, ImportError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+
+def check_test_set(root: Path, cfg: TrainConfig, preset: Preset) -> bool:
+    """Whether the run will be evaluated; a broken test set is reported now, not after training."""
+    if not cfg.evaluate:
+        return False
+    if not (Path(root) / cfg.category / "test").is_dir():
+        print(f"note: no test set under {Path(root) / cfg.category}; the run will not be evaluated")
+        return False
+    from .data import eval_size, load_masks, test_items
+
+    load_masks(test_items(root, cfg.category), eval_size(preset))
+    return True
+
+
+def main(argv=None) -> int:
+    return cli.run(_main, argv)
+
+
+def _main(argv) -> int:
+    cfg, preset, resume, overwrite = parse_args(argv)
+    rank, world, local = setup_distributed()
+    device = pick_device(cfg, local)
+    from .data import train_files
+    from .demo import resolve_root
+
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        rundir.prepare(out, resume, overwrite)
+    root = resolve_root(cfg.data)
+    files = train_files(root, cfg.category)
+    evaluate = check_test_set(root, cfg, preset)
+    pipeline = build_pipeline(cfg, preset, files, device, rank, world)
+    steps = check_schedule(pipeline, cfg, len(files), world)
     torch.manual_seed(cfg.seed)  # the model's initial weights
     head = "relu" if cfg.label == "intensity" else "sigmoid"
     model = EncoderDecoder(preset.channels, head).to(device, memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs, eta_min=cfg.lr_min)
     start, step = 0, 0
-    if resume and (out / "last.pt").exists():
-        start, step = resume_from(out / "last.pt", model, opt, sched)
+    if resume:
+        saved = checkpoint.load(out / "last.pt")
+        rundir.check_resume(saved, dataclasses.asdict(cfg), preset.to_dict(), saved["epoch"] + 1)
+        start, step = resume_from(saved, model, opt, sched)
+        new_lr = rundir.extend_schedule(sched, cfg.epochs)
+        if new_lr is not None and rank == 0:
+            print(f"note: the run now spans {cfg.epochs} epochs (it had {saved['config']['epochs']}): the cosine "
+                  f"schedule is stretched to match, so the learning rate continues at {new_lr:.3g} from epoch {start + 1}")
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local] if device.type == "cuda" else None)
     if rank == 0:
         (out / "config.json").write_text(json.dumps({"config": dataclasses.asdict(cfg), "preset": preset.to_dict(),
                                                      "world_size": world, "device": str(device)}, indent=2))
     amp_dtype = autocast_dtype(cfg, device)
-    steps = min(len(pipeline.batches(0)), cfg.steps_per_epoch or 10**9)
     logger = Logger(out, steps * cfg.epochs, step, enabled=rank == 0)
     vmax = 255.0 if cfg.label == "intensity" else 1.0
     end = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, start + cfg.stop_after)
+    if start >= cfg.epochs and rank == 0:
+        print(f"note: the run in {str(out)!r} has already trained all its {cfg.epochs} epochs")
     for epoch in range(start, end):
         t0 = time.perf_counter()
         loss, step, rate, t_data, t_step, last = train_epoch(model, opt, pipeline, epoch, cfg, preset, device,
@@ -352,19 +398,11 @@ def main(argv=None) -> int:
     logger.close()
     if world > 1:
         torch.distributed.destroy_process_group()
-    if rank == 0 and cfg.evaluate and end == cfg.epochs:
-        return run_evaluation(out, root, cfg, preset)
+    if rank == 0 and evaluate and end == cfg.epochs:
+        from .evaluate import report
+
+        return report(out / "last.pt", root, cfg.category, out / "eval")
     return 0
-
-
-def run_evaluation(out: Path, root: Path, cfg: TrainConfig, preset: Preset) -> int:
-    """Evaluate the trained model when the data has a test set; print the metrics."""
-    if not (Path(root) / cfg.category / "test").is_dir():
-        print(f"no test set under {Path(root) / cfg.category}; skipping evaluation")
-        return 0
-    from .evaluate import report
-
-    return report(out / "last.pt", root, cfg.category, out / "eval")
 
 
 if __name__ == "__main__":

@@ -55,7 +55,8 @@ def gray_files(tmp_path_factory) -> list:
 
 def _no_aug(size: int, channels: int = 3) -> Preset:
     """Resize only: no rotation, no flip, crop == image_size leaves no cropping freedom."""
-    return Preset(name="resize_only", image_size=size, center_crop=None, crop=size, channels=channels)
+    return Preset(name="resize_only", image_size=size, center_crop=None, crop=size, channels=channels,
+                  normalize="imagenet" if channels == 3 else "none")
 
 
 def _epoch(loader) -> list:

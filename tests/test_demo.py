@@ -170,7 +170,7 @@ def test_no_temporary_files_left_after_a_failed_write(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(demo.os, "replace", fail)  # fails after the temporary file is written
-    with pytest.raises(OSError):
+    with pytest.raises(demo.NsaError, match=r"cannot write the demo data to .* \(disk full\); set NSA_FAST_CACHE"):
         demo.ensure_demo(tmp_path)
     leftovers = [p for p in (tmp_path / demo.DEMO).rglob("*") if p.is_file()]
     assert leftovers == []  # neither a temporary nor a final file of the failed write

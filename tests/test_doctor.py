@@ -101,7 +101,7 @@ def test_cpu_only_machine_says_so_and_exits_1(monkeypatch, capsys, no_device_che
     from nsa_fast.blend import nvrtc
 
     fake_gpu(monkeypatch, None, None, CU130, "13.0")
-    assert doctor.main() == doctor.NO_GPU
+    assert doctor.main([]) == doctor.NO_GPU
     out = capsys.readouterr().out
     assert "no CUDA GPU visible" in out and "without --gpu-blend" in out
     assert "[FAIL]" not in out and "To fix" not in out
@@ -114,7 +114,7 @@ def test_cpu_only_machine_says_so_and_exits_1(monkeypatch, capsys, no_device_che
 def test_cuda_13_only_nvrtc_warns_about_sm_61_and_still_runs_the_kernels(monkeypatch, capsys, no_device_checks):
     nvrtc_13_only(monkeypatch)
     fake_gpu(monkeypatch, "NVIDIA H200", H200, CU130, "13.0")
-    assert doctor.main() == doctor.OK
+    assert doctor.main([]) == doctor.OK
     out = capsys.readouterr().out
     assert re.search(r"\[warn\] kernels: not compiled for sm_61: NVRTC 13\.\d+.* targets sm_75\.\.", out), out
     assert "nvidia-cuda-nvrtc-cu12" in out                      # what to do
@@ -126,14 +126,14 @@ def test_cuda_13_only_nvrtc_warns_about_sm_61_and_still_runs_the_kernels(monkeyp
 def test_cuda_13_only_nvrtc_on_a_cpu_machine_is_not_broken(monkeypatch, capsys, no_device_checks):
     nvrtc_13_only(monkeypatch)
     fake_gpu(monkeypatch, None, None, CU130, "13.0")
-    assert doctor.main() == doctor.NO_GPU
+    assert doctor.main([]) == doctor.NO_GPU
     out = capsys.readouterr().out
     assert "[warn] kernels: not compiled for sm_61" in out and compiled_archs(out) == ["sm_90"]
 
 
 def test_gtx_1080_on_a_cuda_13_torch_exits_2_with_advice(monkeypatch, capsys, no_device_checks):
     fake_gpu(monkeypatch, "NVIDIA GeForce GTX 1080", GTX_1080, CU130, "13.0")
-    assert doctor.main() == doctor.BROKEN
+    assert doctor.main([]) == doctor.BROKEN
     out = capsys.readouterr().out
     fix = out.split("To fix:")[1]
     assert "has no kernels for NVIDIA GeForce GTX 1080 (sm_61)" in fix           # what arrived
@@ -143,7 +143,7 @@ def test_gtx_1080_on_a_cuda_13_torch_exits_2_with_advice(monkeypatch, capsys, no
 
 def test_a_gpu_newer_than_the_torch_build_exits_2_pointing_to_a_newer_cuda(monkeypatch, capsys, no_device_checks):
     fake_gpu(monkeypatch, "NVIDIA GeForce RTX 5090", RTX_5090, CU126, "12.6")
-    assert doctor.main() == doctor.BROKEN
+    assert doctor.main([]) == doctor.BROKEN
     fix = capsys.readouterr().out.split("To fix:")[1]
     assert "has no kernels for NVIDIA GeForce RTX 5090 (sm_120)" in fix and "newer CUDA" in fix
 
@@ -156,7 +156,7 @@ def test_a_gpu_newer_than_the_torch_build_exits_2_pointing_to_a_newer_cuda(monke
 def test_supported_gpu_raises_no_false_alarm(monkeypatch, capsys, no_device_checks,
                                              name, capability, arch_list, cuda, pascal_hint):
     fake_gpu(monkeypatch, name, capability, arch_list, cuda)
-    assert doctor.main() == doctor.OK
+    assert doctor.main([]) == doctor.OK
     out = capsys.readouterr().out
     assert "[FAIL]" not in out and "To fix" not in out
     assert ("a GTX 1080-class GPU (sm_61) would need the cu126 build" in out) is pascal_hint

@@ -71,7 +71,9 @@ def test_predict_matches_evaluation_scores(trained, tmp_path):
     for r in got:
         assert float(r["score"]) == pytest.approx(want[r["path"]], rel=1e-5)
         assert float(r["max"]) >= float(r["score"])
-    assert cv2.imread(str(tmp_path / "p" / "000_heatmap.png")).shape == (80, 80, 3)
+    # two inputs with the name 000.png: each keeps its folder below the common one
+    assert cv2.imread(str(tmp_path / "p" / "good" / "000_heatmap.png")).shape == (80, 80, 3)
+    assert (tmp_path / "p" / "stain" / "000_heatmap.png").is_file()
     assert predict_main(["--checkpoint", str(ckpt), str(tmp_path / "nope.txt"), "--out", str(tmp_path / "q")]) == 2
 
 
@@ -87,3 +89,40 @@ def test_onnx_export_matches_pytorch(trained, tmp_path):
     got = sess.run(None, {"image": x.numpy()})[0]
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_masks_stored_as_0_and_1_score_like_0_and_255(trained, tmp_path):
+    import shutil
+
+    root, ckpt = trained
+    ones = tmp_path / "ones"
+    shutil.copytree(root / "demo", ones / "demo")
+    for f in (ones / "demo" / "ground_truth").rglob("*.png"):
+        m = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
+        assert set(np.unique(m)) == {0, 255}
+        cv2.imwrite(str(f), (m > 0).astype(np.uint8))
+    a = evaluate(ckpt, root, "demo", tmp_path / "a")
+    b = evaluate(ckpt, ones, "demo", tmp_path / "b")
+    for k in ("image_auroc", "pixel_auroc", "au_pro_0.3"):
+        assert a[k] == b[k], k
+
+
+def test_predict_writes_one_heatmap_per_input_and_never_reads_its_own(trained, tmp_path):
+    import shutil
+
+    _, ckpt = trained
+    root, _ = trained
+    data = tmp_path / "in"
+    for sub in ("good", "stain"):  # two folders of files with the same names
+        shutil.copytree(root / "demo" / "test" / sub, data / sub)
+    names = {f.name for f in (data / "good").glob("*.png")} & {f.name for f in (data / "stain").glob("*.png")}
+    assert names
+    n = len(list(data.rglob("*.png")))
+    for out in (tmp_path / "preds", data / "good"):  # the second: the output folder is an input folder
+        for _ in range(2):  # a second run must not pick up the first run's heatmaps
+            assert predict_main(["--checkpoint", str(ckpt), str(data / "good"), str(data / "stain"),
+                                 "--out", str(out)]) == 0
+            rows = list(csv.DictReader(open(out / "scores.csv")))
+            assert len(rows) == n and not any(r["path"].endswith("_heatmap.png") for r in rows)
+            assert len({r["heatmap"] for r in rows}) == n  # one heatmap per input, none overwritten
+            assert all((out / r["heatmap"]).is_file() for r in rows)

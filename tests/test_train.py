@@ -232,3 +232,52 @@ def test_solver_flag_reaches_the_batched_pipeline(demo_root, tmp_path, monkeypat
     rc = train(demo_root, tmp_path / "b", "--epochs", "1", "--steps-per-epoch", "1", "--solver", "sor",
                "--workers", "0", "--no-eval")
     assert rc == 2 and "--solver sor chooses the Poisson solver of the batched pipeline" in capsys.readouterr().err
+
+
+def test_resume_with_more_epochs_stretches_the_schedule(demo_root, tmp_path, capsys):
+    import math
+
+    common = ("--steps-per-epoch", "1", "--no-eval", "--workers", "0")
+    assert train(demo_root, tmp_path, "--epochs", "4", *common) == 0
+    assert train(demo_root, tmp_path, "--epochs", "6", *common, "--resume") == 0
+    assert "the run now spans 6 epochs (it had 4)" in capsys.readouterr().out
+    lrs = [float(r.split(",")[3]) for r in (tmp_path / "log.csv").read_text().splitlines()[1:]]
+    cosine = lambda e, T: 1e-6 + (1e-3 - 1e-6) * (1 + math.cos(math.pi * e / T)) / 2  # noqa: E731
+    assert lrs[:4] == pytest.approx([cosine(e, 4) for e in range(4)])
+    assert lrs[4:] == pytest.approx([cosine(e, 6) for e in (4, 5)])  # the 6-epoch curve from epoch 4 on
+    assert json.loads((tmp_path / "config.json").read_text())["config"]["epochs"] == 6
+    state = checkpoint.load(tmp_path / "last.pt")
+    assert state["scheduler"]["T_max"] == 6 and state["epoch"] == 5
+
+
+def test_overwrite_replaces_the_run_and_only_the_run(demo_root, tmp_path):
+    common = ("--epochs", "1", "--steps-per-epoch", "1", "--no-eval", "--workers", "0")
+    assert train(demo_root, tmp_path, *common) == 0
+    (tmp_path / "grid_epoch0099.png").write_bytes(b"stale")
+    (tmp_path / "notes.txt").write_text("mine")
+    assert train(demo_root, tmp_path, *common) == 2  # refused: the folder holds a run
+    assert (tmp_path / "grid_epoch0099.png").read_bytes() == b"stale"
+    assert train(demo_root, tmp_path, *common, "--overwrite") == 0
+    assert not (tmp_path / "grid_epoch0099.png").exists() and (tmp_path / "notes.txt").read_text() == "mine"
+    assert len((tmp_path / "log.csv").read_text().splitlines()) == 2  # one history, not two
+
+
+def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
+    import errno
+
+    checkpoint.save_atomic({"epoch": 1, "w": torch.ones(1000)}, tmp_path / "last.pt")
+    written, real = [], os.write
+
+    def write(fd, data):  # the disk fills up after the first megabyte
+        if sum(written) >= 2**20:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written.append(real(fd, data[:2**20]))
+        return written[-1]
+
+    monkeypatch.setattr(checkpoint.os, "write", write)
+    with pytest.raises(checkpoint.NsaError, match=r"the disk is full: .*last\.pt\.tmp.*still holds the previous "
+                                                  r"epoch.*--resume"):
+        checkpoint.save_atomic({"epoch": 2, "w": torch.ones(2**20)}, tmp_path / "last.pt")
+    assert written and not (tmp_path / "last.pt.tmp").exists()
+    monkeypatch.undo()
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 1

@@ -1,0 +1,89 @@
+"""What every command line of nsa_fast shares: argument types that refuse bad values, a parser
+whose errors are one line, and the wrapper that turns a user's mistake into ``error: ...`` and
+exit code 2 instead of a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import errno
+import sys
+from typing import Callable
+
+from .errors import NsaError
+
+USAGE_ERROR = 2
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``error: ...``, exit code 2) and defaults shown in help."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        self.exit(USAGE_ERROR, f"error: {message} (see {self.prog} --help)\n")
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the module docstrings' layout and appends each option's default to its help."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "%(default)" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return text + " (default: %(default)s)"
+
+
+def _number(kind: type, name: str, low: float | None, strict: bool) -> Callable[[str], int | float]:
+    what = {(int, True): "a positive integer", (int, False): "a non-negative integer",
+            (float, True): "a positive number", (float, False): "a non-negative number"}[(kind, strict)]
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value != value or value in (float("inf"), float("-inf")) or (
+                low is not None and (value <= low if strict else value < low)):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+    parse.__name__ = name  # argparse names the type in its messages
+    return parse
+
+
+positive_int = _number(int, "positive integer", 0, True)
+non_negative_int = _number(int, "non-negative integer", 0, False)
+positive_float = _number(float, "positive number", 0.0, True)
+
+
+def os_error_message(err: OSError) -> str:
+    """A user-facing line for an error of the file system, with what to do about it."""
+    where = f" {err.filename!r}" if err.filename else ""
+    if err.errno == errno.ENOSPC:
+        return f"the disk is full: could not write{where}. Free some space and run again."
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"no permission to write{where}: choose a writable folder (--out) or fix its permissions."
+    if err.errno == errno.ENOTDIR:
+        return f"{where.strip() or 'a path'} is a file where a folder is needed: choose another --out."
+    if err.errno == errno.EEXIST:
+        return f"{where.strip() or 'a path'} already exists as a file: choose another --out."
+    return f"{err.strerror or err}{where}."
+
+
+def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
+    """Call a command's ``main``: user mistakes (NsaError) and file-system failures become one
+    ``error:`` line on stderr and exit code 2; anything else is a bug and keeps its traceback."""
+    try:
+        return main(argv)
+    except SystemExit as done:  # argparse after --help (0) or a usage error (2, already printed)
+        return done.code if isinstance(done.code, int) else USAGE_ERROR
+    except NsaError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return USAGE_ERROR
+    except OSError as err:
+        print(f"error: {os_error_message(err)}", file=sys.stderr)
+        return USAGE_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
