@@ -7,8 +7,9 @@
 # doctor.txt; DIR defaults to $OUT/gpu-check when OUT is set (the device tool's folder that comes
 # back), else gpu-check. Needs nothing beyond the repository and the machine's Python with torch,
 # pytest and pytest-benchmark (CuPy for the kernel rows). Each stage has its own time limit so the
-# whole run stays inside 6 minutes. Exit code: 0 when every CUDA test passed, 1 when one failed or
-# none could run, 2 on bad arguments.
+# whole run stays inside 6 minutes. Exit code: 0 when every CUDA test and GPU benchmark passed and
+# doctor found the GPU path working; 1 when one of them failed or nothing could run on a GPU;
+# 2 on bad arguments.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,8 +28,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 command -v "$py" >/dev/null 2>&1 || { echo "error: no Python interpreter '$py'; pass --python PY" >&2; exit 2; }
-mkdir -p "$out" || { echo "error: cannot create the output folder '$out'" >&2; exit 2; }
-rm -f "$out"/{env.txt,tests.xml,tests.txt,bench.json,doctor.txt,summary.txt}
+mkdir -p "$out" 2>/dev/null || { echo "error: cannot create the output folder '$out'; pass a writable --out" >&2; exit 2; }
+rm -f "$out"/{env.txt,tests.xml,tests.txt,bench.xml,bench.json,doctor.txt,summary.txt}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 
 echo "== environment"
@@ -49,16 +50,17 @@ PY
 } | tee "$out/env.txt"
 
 echo "== CUDA tests"
-timeout 170 "$py" -m pytest -q -p no:cacheprovider -m cuda tests/ -rs --junitxml="$out/tests.xml" 2>&1 \
+timeout 150 "$py" -m pytest -q -p no:cacheprovider -m cuda tests/ -rs --junitxml="$out/tests.xml" 2>&1 \
     | tee "$out/tests.txt" | tail -15
 
 echo "== GPU benchmarks"
 timeout 150 "$py" -m pytest -q -p no:cacheprovider bench/test_bench_poisson.py bench/test_bench_train.py \
     --benchmark-only -k "cuda or gpu_blend or opencv_loop" --benchmark-columns=mean,min,median,rounds \
-    --benchmark-json="$out/bench.json" 2>&1 | grep -E "test_|passed|failed|error|skipped" | head -30
+    --benchmark-json="$out/bench.json" --junitxml="$out/bench.xml" 2>&1 \
+    | grep -E "test_|passed|failed|error|skipped" | head -30
 
 echo "== doctor"
-timeout 60 "$py" -m nsa_fast.doctor > "$out/doctor.txt" 2>&1
+timeout 40 "$py" -m nsa_fast.doctor > "$out/doctor.txt" 2>&1
 echo "doctor exit code $?" >> "$out/doctor.txt"
 tail -4 "$out/doctor.txt"
 

@@ -1,9 +1,10 @@
 """The summary of ``bash bench/gpu_check.sh``: every figure of a GPU check in one text file.
 
-    python bench/gpu_summary.py DIR     # reads DIR/{env.txt,tests.xml,bench.json,doctor.txt}
+    python bench/gpu_summary.py DIR     # reads DIR/{env.txt,tests.xml,bench.xml,bench.json,doctor.txt}
 
 Rows whose benchmark did not run say "no CUDA" (or what else is missing), so the same file
-comes out of a CPU-only machine, where it says what was not measured.
+comes out of a CPU-only machine, where it says what was not measured; a benchmark that failed
+says FAILED. The check passes when every CUDA test and benchmark passed and doctor exited 0.
 """
 from __future__ import annotations
 
@@ -32,24 +33,35 @@ def _ms(rows: dict, name: str) -> float | None:
     return None if row is None else row["stats"]["mean"] * 1e3
 
 
-def test_counts(path: Path) -> tuple[dict[str, int], list[str]]:
-    """Passed/failed/skipped counts and the failed tests' names from pytest's JUnit XML."""
-    counts = {"passed": 0, "failed": 0, "skipped": 0}
-    failed: list[str] = []
+def outcomes(path: Path) -> dict[str, str] | None:
+    """Test name -> passed, failed or skipped, from pytest's JUnit XML; None when it is missing."""
     try:
         root = ET.parse(path).getroot()
     except (OSError, ET.ParseError):
-        return counts, ["(no test report: the test stage did not finish)"]
+        return None
+    out = {}
     for case in root.iter("testcase"):
         kinds = {child.tag for child in case}
-        if kinds & {"failure", "error"}:
-            counts["failed"] += 1
-            failed.append(f"{case.get('classname')}::{case.get('name')}")
-        elif "skipped" in kinds:
-            counts["skipped"] += 1
-        else:
-            counts["passed"] += 1
-    return counts, failed
+        out[f"{case.get('classname')}::{case.get('name')}"] = (
+            "failed" if kinds & {"failure", "error"} else "skipped" if "skipped" in kinds else "passed")
+    return out
+
+
+def test_counts(path: Path) -> tuple[dict[str, int], list[str]]:
+    """Passed/failed/skipped counts and the failed tests' names from pytest's JUnit XML."""
+    found = outcomes(path)
+    if found is None:
+        return {"passed": 0, "failed": 0, "skipped": 0}, ["(no test report: the test stage did not finish)"]
+    counts = {k: sum(v == k for v in found.values()) for k in ("passed", "failed", "skipped")}
+    return counts, [name for name, v in found.items() if v == "failed"]
+
+
+def _doctor_code(path: Path) -> int | None:
+    try:
+        lines = path.read_text().strip().splitlines()
+        return int(lines[-1].rsplit(" ", 1)[1]) if lines and lines[-1].startswith("doctor exit code") else None
+    except (OSError, ValueError):
+        return None
 
 
 def summarize(folder: Path) -> tuple[str, bool]:
@@ -66,17 +78,22 @@ def summarize(folder: Path) -> tuple[str, bool]:
         lines.append("no CUDA test ran (no CUDA device visible)")
     rows = _bench(folder / "bench.json")
     na = "no CUDA" if rows or (folder / "bench.json").is_file() else "no benchmark results"
+    bench = outcomes(folder / "bench.xml") or {}
+    failed_bench = sorted(name for name, v in bench.items() if v == "failed")
+    failed_short = {name.split("::")[-1] for name in failed_bench}
 
-    def fmt(ms):
+    def fmt(ms, name=None):
+        if name in failed_short:
+            return "FAILED" + ("" if ms is None else f" (after {ms:.2f} ms)")
         return na if ms is None else f"{ms:.2f} ms"
 
     lines += ["", "## Poisson solve, 64 bottle-preset problems at 224 px (mean of the rounds)"]
     cv = _ms(rows, "test_solve_opencv_loop")
-    lines.append(f"OpenCV loop (CPU, one core): {fmt(cv)}")
+    lines.append(f"OpenCV loop (CPU, one core): {fmt(cv, 'test_solve_opencv_loop')}")
     solves = {s: _ms(rows, SOLVE.format(s)) for s in ("dst", "sor", "jacobi")}
     for s, ms in solves.items():
-        lines.append(f"CUDA {s}: {fmt(ms)}")
-    measured = {s: ms for s, ms in solves.items() if ms is not None}
+        lines.append(f"CUDA {s}: {fmt(ms, SOLVE.format(s))}")
+    measured = {s: ms for s, ms in solves.items() if ms is not None and SOLVE.format(s) not in failed_short}
     if measured:
         fastest = min(measured, key=measured.get)
         lines.append(f"fastest on this GPU: {fastest} (--solver auto takes AUTO['cuda'] in nsa_fast/blend/solvers.py)")
@@ -84,10 +101,10 @@ def summarize(folder: Path) -> tuple[str, bool]:
     for s in ("dst", "sor"):
         row = rows.get(BATCH.format(s))
         rate = "" if row is None else f", {64 / row['stats']['mean']:.0f} samples/s"
-        lines.append(f"solver {s}: {fmt(_ms(rows, BATCH.format(s)))}{rate}")
+        lines.append(f"solver {s}: {fmt(_ms(rows, BATCH.format(s)), BATCH.format(s))}{rate}")
     lines += ["", "## Training step, batch 64 at 224 px (bf16 from sm_80 on)"]
     fixed = _ms(rows, STEP_FIXED)
-    lines.append(f"on a fixed batch (network only): {fmt(fixed)}")
+    lines.append(f"on a fixed batch (network only): {fmt(fixed, STEP_FIXED)}")
     for source in ("gpu_blend", "cpu_workers"):
         fed = _ms(rows, STEP_FED.format(source))
         share = ""
@@ -98,9 +115,15 @@ def summarize(folder: Path) -> tuple[str, bool]:
                 share += " (target < 10 %: " + ("met)" if frac < DATA_PATH_LIMIT else "NOT met)")
         workers = rows.get(STEP_FED.format(source), {}).get("extra_info", {}).get("workers")
         label = "fed by --gpu-blend" if source == "gpu_blend" else f"fed by CPU workers ({workers or '?'})"
-        lines.append(f"{label}: {fmt(fed)}{share}")
+        lines.append(f"{label}: {fmt(fed, STEP_FED.format(source))}{share}")
+    if failed_bench:
+        lines += ["", "## Failed benchmarks (see the benchmark stage's output)"] + [f"FAILED {n}" for n in failed_bench]
     doctor = folder / "doctor.txt"
     lines += ["", "## doctor", doctor.read_text().strip() if doctor.is_file() else "(doctor did not run)"]
+    code = _doctor_code(doctor)
+    ok = ok and not failed_bench and code == 0
+    lines += ["", f"check {'PASSED' if ok else 'FAILED'}: CUDA tests {'ok' if counts['passed'] and not failed else 'not ok'}, "
+              f"benchmarks {'ok' if not failed_bench else f'{len(failed_bench)} failed'}, doctor exit code {code}"]
     return "\n".join(lines) + "\n", ok
 
 

@@ -12,6 +12,7 @@ what to do).
 """
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Iterable
@@ -152,8 +153,13 @@ def check_kernels(gpu: bool) -> list[str]:
     try:
         nv = nvrtc.load()
     except nvrtc.KernelCompileError as err:
-        _line("warn", "kernels", f"not compiled: {err}")
         nv = None
+        if os.environ.get("NSA_FAST_NVRTC"):  # the user chose a library and it does not load
+            _line("FAIL", "kernels", f"not compiled: {err}")
+            problems.append(f"NSA_FAST_NVRTC={os.environ['NSA_FAST_NVRTC']!r} does not load as NVRTC; point it at "
+                            "a libnvrtc.so.12 (or .so.13), or unset it to search the installed ones")
+        else:
+            _line("warn", "kernels", f"not compiled: {err}")
     if nv is not None:
         archs = [a for a in wanted if nv.supports(a)]
         skipped = [a for a in wanted if not nv.supports(a)]

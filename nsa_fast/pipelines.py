@@ -41,9 +41,18 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0,
 
 def to_training_device(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device):
     """Every pipeline's batches, on the device the network trains on (the one place that moves
-    them; asynchronous from the pinned memory the CPU pipelines use when training on CUDA)."""
+    them). Host-to-GPU copies are asynchronous (the CPU pipelines pin their batches when training
+    on CUDA); a copy back to the host waits for its data, as the host reads it next."""
     for images, labels in batches:
-        yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        async_ok = device.type != "cpu" and images.device.type == "cpu"
+        yield images.to(device, non_blocking=async_ok), labels.to(device, non_blocking=async_ok)
+
+
+def with_index(device: torch.device) -> torch.device:
+    """``cuda`` as ``cuda:N`` (the current device): per-thread CUDA calls need the index."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 def _bind_device(device: torch.device) -> None:
@@ -60,6 +69,7 @@ def prefetched(jobs: Iterable[Callable[[], tuple]], device: torch.device) -> Ite
     waits for that work before it uses the tensors, so making the next batch overlaps the
     training step on the current one without a host synchronisation.
     """
+    device = with_index(device)
     stream = torch.cuda.Stream(device) if device.type == "cuda" else None
 
     def run(job):
@@ -124,6 +134,7 @@ class BatchedPipeline:
         from .blend.batched import BatchedExecutor
         from .blend.solvers import dst_solve
 
+        device = with_index(device)
         self.cache = torch.from_numpy(images).to(device)  # decoded once, kept on the device
         self.preset, self.task, self.label, self.seed = preset, get_task(task), label, seed
         self.batch_size, self.device, self.rank, self.world = batch_size, device, rank, world
@@ -199,6 +210,7 @@ class DaliPipeline:
         from .blend.solvers import dst_solve
         from .dali_loader import DaliTrainLoader
 
+        device = with_index(device)
         self.loader = DaliTrainLoader(files, preset, batch_size, seed,
                                       device="gpu" if device.type == "cuda" else "cpu",
                                       device_id=device.index if device.type == "cuda" else None,

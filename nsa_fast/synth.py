@@ -215,6 +215,9 @@ def _main(argv) -> int:
                     help="where the batched executor runs with --solver (auto: CUDA when visible)")
     add_preset_args(ap)
     args = ap.parse_args(argv)
+    if args.device != "auto" and args.solver is None:
+        ap.error(f"--device {args.device} applies to the batched executor: add --solver (e.g. --solver auto); "
+                 "without it OpenCV makes the samples on the CPU")
     preset = resolve_preset(args)
     images = load_images(train_files(resolve_root(args.data), args.category), preset, preset.image_size)
     ds = SyntheticDataset(list(images), preset, args.task, args.label, args.seed)

@@ -67,7 +67,7 @@ def parse_args(argv=None) -> tuple[TrainConfig, Preset, bool, bool]:
     ap.add_argument("--task", default="nsa", choices=sorted(TASKS), help="self-supervised task")
     ap.add_argument("--label", choices=LABEL_MODES, help="label mode (default: the task's; logistic for nsa)")
     ap.add_argument("--gpu-blend", action="store_true", help="cache, augment and blend on the GPU")
-    ap.add_argument("--blend-device", help=argparse.SUPPRESS)
+    ap.add_argument("--blend-device", choices=("cpu", "cuda"), help=argparse.SUPPRESS)
     ap.add_argument("--epochs", type=positive_int, help="epochs (default: the preset's, e.g. 320)")
     ap.add_argument("--batch-size", type=positive_int, default=64, help="images a step (at least 2: batch norm)")
     ap.add_argument("--lr", type=positive_float, default=1e-3, help="Adam's learning rate")
@@ -120,6 +120,8 @@ def pick_device(cfg: TrainConfig, local_rank: int) -> torch.device:
                        "workers (--workers N) and training runs on the CPU.")
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise NsaError("--device cuda: no CUDA GPU is visible; use --device cpu (or auto).")
+    if cfg.blend_device == "cuda" and not torch.cuda.is_available():
+        raise NsaError("--blend-device cuda: no CUDA GPU is visible; use --blend-device cpu.")
     if cfg.device == "cpu" or not torch.cuda.is_available():
         if cfg.gpu_blend:
             raise NsaError("--gpu-blend trains on the GPU; it cannot be combined with --device cpu.")
@@ -301,14 +303,16 @@ def train_epoch(model, opt, pipeline, epoch, cfg, preset, device, amp_dtype, log
     return float(np.mean(losses)) if losses else float("nan"), step, seen / max(dt, 1e-9), t_data, t_step, last
 
 
-def setup_distributed() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's environment; initialises the process group."""
+def setup_distributed(cfg: TrainConfig) -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; initialises the process group
+    (NCCL for GPU training, gloo for CPU training, also on a machine with GPUs)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return 0, 1, 0
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if torch.cuda.is_available():
+    gpu = torch.cuda.is_available() and cfg.device != "cpu"
+    backend = "nccl" if gpu else "gloo"
+    if gpu:
         torch.cuda.set_device(local)
     torch.distributed.init_process_group(backend)
     return rank, world, local
@@ -344,7 +348,7 @@ def main(argv=None) -> int:
 
 def _main(argv) -> int:
     cfg, preset, resume, overwrite = parse_args(argv)
-    rank, world, local = setup_distributed()
+    rank, world, local = setup_distributed(cfg)
     device = pick_device(cfg, local)
     from .data import train_files
     from .demo import resolve_root

@@ -117,7 +117,7 @@ class FakeDevice(TorchDispatchMode):
             if mixed:
                 raise RuntimeError(f"{name}: a host tensor of shape {tuple(mixed[0].shape)} mixed with "
                                    "device tensors (CUDA refuses this; copy it to the device first)")
-            if name in _SYNCING or (name == "index" and any(
+            if name in _SYNCING or (name in ("index", "index_put", "index_put_") and any(
                     isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (a[1] or []))):
                 self._count("syncs", f"{name} waits for the device (data-dependent size)")
         out = func(*a, **k)

@@ -161,3 +161,13 @@ def test_supported_gpu_raises_no_false_alarm(monkeypatch, capsys, no_device_chec
     assert "[FAIL]" not in out and "To fix" not in out
     assert ("a GTX 1080-class GPU (sm_61) would need the cu126 build" in out) is pascal_hint
     assert no_device_checks == ["ran"]
+
+
+def test_a_chosen_nvrtc_that_does_not_load_needs_fixing(monkeypatch, capsys, no_device_checks, tmp_path):
+    # NSA_FAST_NVRTC is the user's explicit choice: a path that does not load is a problem to fix
+    # (exit 2), not the "CPU only" of a machine without NVRTC
+    monkeypatch.setenv("NSA_FAST_NVRTC", str(tmp_path / "libnvrtc.so.12"))  # loads are cached by path
+    fake_gpu(monkeypatch, None, None, CU130, "13.0")
+    assert doctor.main([]) == doctor.BROKEN
+    out = capsys.readouterr().out
+    assert "[FAIL] kernels: not compiled" in out and "NSA_FAST_NVRTC=" in out.split("To fix:")[1]

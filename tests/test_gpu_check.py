@@ -18,7 +18,7 @@ def check(*args, **kw):
 
 
 def test_bad_arguments_get_one_error_line_and_exit_2(tmp_path):
-    for args in (["--bogus"], ["--out"], ["--python", "no-such-python"]):
+    for args in (["--bogus"], ["--out"], ["--python", "no-such-python"], ["--out", "/proc/nsa/x"]):
         run = check(*args)
         assert run.returncode == 2, args
         assert run.stderr.startswith("error: ") and run.stderr.count("\n") == 1, run.stderr
@@ -37,7 +37,8 @@ def test_on_a_cpu_machine_every_gpu_row_says_no_cuda(tmp_path):
         assert row in text, row
     assert "OpenCV loop (CPU, one core): " in text and "doctor exit code 1" in text
     assert {p.name for p in (tmp_path / "gc").iterdir()} == {"env.txt", "tests.xml", "tests.txt", "bench.json",
-                                                            "doctor.txt", "summary.txt"}
+                                                            "bench.xml", "doctor.txt", "summary.txt"}
+    assert "check FAILED" in text
 
 
 def _bench(tmp_path, means):
@@ -46,11 +47,15 @@ def _bench(tmp_path, means):
     (tmp_path / "bench.json").write_text(json.dumps({"benchmarks": rows}))
 
 
-def _junit(tmp_path, failing=None):
-    cases = '<testcase classname="tests.test_x" name="test_ok"/>'
+def _junit(tmp_path, failing=None, name="tests.xml", passing="test_ok"):
+    cases = f'<testcase classname="tests.test_x" name="{passing}"/>'
     if failing:
         cases += f'<testcase classname="tests.test_x" name="{failing}"><failure message="boom"/></testcase>'
-    (tmp_path / "tests.xml").write_text(f'<testsuites><testsuite>{cases}</testsuite></testsuites>')
+    (tmp_path / name).write_text(f'<testsuites><testsuite>{cases}</testsuite></testsuites>')
+
+
+def _doctor(tmp_path, code):
+    (tmp_path / "doctor.txt").write_text(f"[  ok] GPU: NVIDIA H200\ndoctor exit code {code}\n")
 
 
 def test_summary_computes_the_data_path_share_and_picks_the_fastest_solver(tmp_path):
@@ -60,8 +65,9 @@ def test_summary_computes_the_data_path_share_and_picks_the_fastest_solver(tmp_p
                       "test_train_step_cuda_fed_by[cpu_workers]": 0.200,
                       "test_batch_batched_executor[cuda-dst]": 0.016})
     _junit(tmp_path)
+    _doctor(tmp_path, 0)
     text, ok = summarize(tmp_path)
-    assert ok
+    assert ok and "check PASSED" in text
     assert "CUDA sor: 2.00 ms" in text and "fastest on this GPU: sor" in text
     assert "fed by --gpu-blend: 104.00 ms; data path 3.8 % of the step (target < 10 %: met)" in text
     assert "fed by CPU workers (8): 200.00 ms; data path 50.0 % of the step" in text
@@ -74,3 +80,16 @@ def test_a_failing_cuda_test_fails_the_check(tmp_path):
     text, ok = summarize(tmp_path)
     assert not ok and "FAILED tests.test_x::test_bad" in text and "passed 1, failed 1" in text
     assert "data path 50.0 % of the step (target < 10 %: NOT met)" in text
+
+
+def test_a_failing_benchmark_or_doctor_fails_the_check(tmp_path):
+    _bench(tmp_path, {"test_solve_batched_cuda[dst]": 0.004, "test_batch_batched_executor[cuda-sor]": 0.02})
+    _junit(tmp_path)
+    _junit(tmp_path, failing="test_batch_batched_executor[cuda-sor]", name="bench.xml")
+    _doctor(tmp_path, 0)
+    text, ok = summarize(tmp_path)
+    assert not ok and "solver sor: FAILED (after 20.00 ms)" in text and "benchmarks 1 failed" in text
+    _junit(tmp_path, name="bench.xml")
+    _doctor(tmp_path, 2)
+    text, ok = summarize(tmp_path)
+    assert not ok and "doctor exit code 2" in text.splitlines()[-1]

@@ -116,7 +116,12 @@ def test_the_prefetch_thread_works_on_the_pipelines_gpu(monkeypatch):
     class Out:
         def record_stream(self, s): log.append(("record_stream", s.device))
 
-    monkeypatch.setattr(torch.cuda, "set_device", lambda d: setattr(current, "device", str(d)))
+    def set_device(d):  # torch's rule: a device without an index is refused
+        torch.cuda._utils._get_device_index(d, optional=False)
+        current.device = str(d)
+
+    monkeypatch.setattr(torch.cuda, "set_device", set_device)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
     monkeypatch.setattr(torch.cuda, "Stream", Stream)
     monkeypatch.setattr(torch.cuda, "Event", Event)
     monkeypatch.setattr(torch.cuda, "stream", Ctx)
@@ -124,7 +129,7 @@ def test_the_prefetch_thread_works_on_the_pipelines_gpu(monkeypatch):
     worker = []
     jobs = [lambda: worker.append((threading.get_ident(), getattr(current, "device", None))) or (Out(),)
             for _ in range(3)]
-    out = list(pipelines.prefetched(jobs, torch.device("cuda", 1)))
+    out = list(pipelines.prefetched(jobs, torch.device("cuda")))  # no index: the current device, 1
     assert len(out) == 3
     assert {w[1] for w in worker} == {"cuda:1"} and threading.get_ident() not in {w[0] for w in worker}
     assert [e for e in log if e[0] == "Event"] == [("Event", "cuda:1")] * 3

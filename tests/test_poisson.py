@@ -162,3 +162,23 @@ def test_cuda_inputs_stay_on_the_device(monkeypatch):
     seamless_clone_batch(t["src"], t["dst"], t["mask"], cases["centers"], cases["modes"],
                          sizes=cases["sizes"], roi_src=box)
     assert moved == []
+
+
+def test_the_gpu_direct_solve_leaves_the_process_wide_matmul_settings_alone():
+    # The prefetch thread solves while the main thread trains: a solver that flipped TF32 for the
+    # process would race with it, and reading the legacy flag fails once the new API is used.
+    from fake_device import DEVICE, FakeDevice
+
+    saved = torch.backends.cuda.matmul.fp32_precision
+    torch.backends.cuda.matmul.fp32_precision = "tf32"  # the API torch recommends now
+    try:
+        cases, ref = clone_cases(np.random.default_rng(11), 6, side=(8, 60))
+        with FakeDevice():
+            t = {k: torch.from_numpy(cases[k]).to(DEVICE) for k in ("src", "dst", "mask")}
+            out = seamless_clone_batch(t["src"], t["dst"], t["mask"], cases["centers"], cases["modes"],
+                                       sizes=cases["sizes"], solver=SOLVERS["dst"])
+        assert torch.backends.cuda.matmul.fp32_precision == "tf32"
+    finally:
+        torch.backends.cuda.matmul.fp32_precision = saved
+    within1, worst, _ = agreement(out.elem.numpy(), ref, cases["dst"])
+    assert worst <= 1 and within1 == 1.0

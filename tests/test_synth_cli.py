@@ -70,3 +70,11 @@ def test_synth_with_a_solver_uses_the_batched_executor(tmp_path, textures, solve
     assert sb["executor"] == f"batched ({solver})" and sa["executor"] == "opencv"
     assert sb["tried"] == sa["tried"] > 0 and sb["accepted"] == sa["accepted"] and sb["skipped"] == sa["skipped"]
     assert f"executor batched ({solver})" in capsys.readouterr().out
+
+
+def test_synth_refuses_a_device_without_a_solver(tmp_path, textures, capsys):
+    make_class(tmp_path / "data", "cls", [np.ascontiguousarray(t[:224, :224]) for t in textures])
+    rc = main(["--data", str(tmp_path / "data"), "--category", "cls", "--out", str(tmp_path / "s"),
+               "--device", "cpu"])
+    assert rc == 2 and "--device cpu applies to the batched executor: add --solver" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()

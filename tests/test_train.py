@@ -281,3 +281,19 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, monkey
     assert written and not (tmp_path / "last.pt.tmp").exists()
     monkeypatch.undo()
     assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 1
+
+
+@pytest.mark.parametrize("device,gpus,backend", [("cpu", True, "gloo"), ("auto", True, "nccl"), ("auto", False, "gloo")])
+def test_ddp_picks_the_backend_of_the_training_device(monkeypatch, device, gpus, backend):
+    import nsa_fast.train as tr
+
+    got = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: got.append(("device", d)))
+    monkeypatch.setattr(torch.distributed, "init_process_group", lambda b: got.append(("backend", b)))
+    cfg = tr.TrainConfig(data="d", category="c", out="o", device=device)
+    assert tr.setup_distributed(cfg) == (1, 2, 1)
+    assert ("backend", backend) in got and (("device", 1) in got) == (backend == "nccl")

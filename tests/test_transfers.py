@@ -37,10 +37,15 @@ def test_one_batch_crosses_at_most_three_times(preset_name, masks, solver):
         assert dev.h2d == 2, dev.events
         assert dev.d2h == masks, dev.events
         assert dev.syncs == 0, dev.events
-    # the stand-in computed what the CPU twin computes
+    # the stand-in computed what the CPU twin computes: exactly with SOR (the same float32 sweeps);
+    # the direct solve takes the GPU's float64 products there, so a pixel may differ by a grey level
     twin = pipeline(preset_name, torch.device("cpu"), solver, size)
     want_i, want_l = twin.make(1, twin.batches(1)[0])
-    assert torch.equal(host_data(images), want_i) and torch.equal(host_data(labels), want_l)
+    got_i, got_l = host_data(images), host_data(labels)
+    if solver is sor_solve:
+        assert torch.equal(got_i, want_i) and torch.equal(got_l, want_l)
+    else:
+        assert (got_i.int() - want_i.int()).abs().max() <= 1 and (got_l == want_l).float().mean() > 0.9999
     assert want_l.any()
 
 
@@ -61,7 +66,7 @@ def test_public_clone_sends_its_metadata_in_one_copy():
         dev.reset()
         seamless_clone_batch(s, d, m, centers, NORMAL)  # ROIs read from the mask: one read-back
         assert (dev.h2d, dev.d2h, dev.syncs) == (1, 1, 0), dev.events
-    assert torch.equal(host_data(out), want)
+    assert (host_data(out).int() - want.int()).abs().max() <= 1  # float64 products on the "GPU"
 
 
 def test_the_stand_in_refuses_and_counts_what_a_gpu_would():
@@ -78,7 +83,23 @@ def test_the_stand_in_refuses_and_counts_what_a_gpu_would():
         assert dev.d2h == 1
         x[x > 2]
         assert dev.syncs == 1
+        x[x > 2] = 0.0  # a boolean-mask write: the GPU counts the mask first
+        assert dev.syncs == 2
         x.cpu()
         assert dev.d2h == 2
         with pytest.raises(RuntimeError, match="numpy"):
             x.numpy()  # as for a CUDA tensor: no implicit read-back
+
+
+def test_metadata_goes_to_a_gpu_from_pinned_memory_without_waiting(monkeypatch):
+    # A pageable copy makes the host wait for the GPU; a pinned one with non_blocking does not.
+    from nsa_fast.transfer import HostPack
+
+    calls = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda t, *a, **k: calls.append("pin") or t)
+    monkeypatch.setattr(torch.Tensor, "to", lambda t, *a, **k: calls.append(("to", str(a[0]), k)) or t)
+    pack = HostPack()
+    pack.add("boxes", np.arange(8).reshape(2, 4))
+    pack.add("factor", np.array([0.5, 0.25], np.float32))
+    pack.send(torch.device("cuda", 0))
+    assert calls == ["pin", ("to", "cuda:0", {"non_blocking": True})]

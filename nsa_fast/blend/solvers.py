@@ -63,28 +63,34 @@ def as_interior(sizes, device: torch.device) -> Interior:
     return sizes if isinstance(sizes, Interior) else Interior.from_host(sizes, device)
 
 
-_DST_TABLES: dict[str, torch.Tensor] = {}
-_DST_GROWTH = 32  # table sides grow in steps, so that a run builds it a few times at most
+def _dst_matrices(n: torch.Tensor, N: int) -> torch.Tensor:
+    """(B, N, N) float64: item b's n_b x n_b DST-I matrix sin(pi (i+1)(k+1) / (n_b+1)), zero-padded,
+    computed where ``n`` (int64 sizes) lives: nothing comes from the host and nothing is cached."""
+    i = torch.arange(1, N + 1, device=n.device, dtype=torch.int64)
+    # Reduce the angle exactly in integers before the sine: (i k) mod 2(n+1).
+    prod = torch.remainder((i[:, None] * i[None, :])[None], (2 * (n + 1))[:, None, None])
+    angle = prod.to(torch.float64) * (math.pi / (n + 1).to(torch.float64))[:, None, None]
+    inside = (i[None, :, None] <= n[:, None, None]) & (i[None, None, :] <= n[:, None, None])
+    return torch.sin(angle) * inside
 
 
-def _dst_table(N: int, device: torch.device) -> torch.Tensor:
-    """(M + 1, M, M) float32 with M >= N: entry n is the n x n DST-I matrix
-    sin(pi (i+1)(k+1) / (n+1)), zero-padded. The n x n matrix padded to N x N is the top-left
-    N x N block of entry n, so one table serves every grid size of a run."""
-    key = str(device)
-    table = _DST_TABLES.get(key)
-    if table is None or table.shape[1] < N:
-        M = -(-max(N, 1) // _DST_GROWTH) * _DST_GROWTH
-        i = torch.arange(1, M + 1, device=device, dtype=torch.int64)
-        prod = i[:, None] * i[None, :]
-        rows = [torch.zeros(M, M, device=device)]
-        for n in range(1, M + 1):
-            # Reduce the angle exactly in integers before the sine: (i k) mod 2(n+1).
-            angle = torch.remainder(prod, 2 * (n + 1)).to(torch.float64) * (math.pi / (n + 1))
-            inside = (i[:, None] <= n) & (i[None, :] <= n)
-            rows.append((torch.sin(angle) * inside).to(torch.float32))
-        table = _DST_TABLES[key] = torch.stack(rows)
-    return table
+_CPU_DST: dict[tuple[int, int], torch.Tensor] = {}
+_CPU_DST_MAX = 512  # entries of at most N x N float32 each
+
+
+def _dst_on(n: Interior, axis: int, N: int, device: torch.device) -> torch.Tensor:
+    """(B, 1, N, N) DST-I matrices of one axis for a solve: float64 computed on a GPU (a few
+    element-wise kernels), float32 from a per-size cache on the CPU (where computing them anew
+    would cost a quarter of the solve)."""
+    if device.type != "cpu":
+        return _dst_matrices(n.dev[:, axis].long(), N)[:, None]
+    sizes = n.host[:, axis]
+    for k in np.unique(sizes):
+        if (int(k), N) not in _CPU_DST:
+            if len(_CPU_DST) >= _CPU_DST_MAX:
+                _CPU_DST.clear()
+            _CPU_DST[int(k), N] = _dst_matrices(torch.tensor([int(k)]), N)[0].to(torch.float32)
+    return torch.stack([_CPU_DST[int(k), N] for k in sizes])[:, None]
 
 
 def _eigen(n: torch.Tensor, N: int) -> torch.Tensor:
@@ -97,41 +103,25 @@ def dst_solve(rhs: torch.Tensor, guess: torch.Tensor, sizes) -> torch.Tensor:
     """Direct solve by the sine transform, as padded batched matrix products (exact in one step).
 
     OpenCV's solver divides by float32 eigenvalues; so does this one, which keeps the two within
-    rounding of each other. TF32 would cost 3 decimal digits, so matmuls run in full float32.
+    rounding of each other. On a GPU the products run in float64: cuBLAS may use TF32 for float32
+    products (3 decimal digits), and switching that off is a process-wide setting that would
+    race with the training thread. On the CPU float32 products are exact float32.
     """
     B, C, R, K = rhs.shape
     if R == 0 or K == 0 or B == 0:
         return rhs.clone()
     n = as_interior(sizes, rhs.device)
-    table = _dst_table(max(R, K), rhs.device)
     rows, cols = n.dev[:, 0].long(), n.dev[:, 1].long()
-    Sr = table[rows, :R, :R][:, None]
-    Sc = table[cols, :K, :K][:, None]
+    Sr, Sc = _dst_on(n, 0, R, rhs.device), _dst_on(n, 1, K, rhs.device)
     fy, fx = _eigen(rows, R), _eigen(cols, K)
     denom = (fx[:, None, :] + fy[:, :, None]) - 4.0
     # Beyond an item's size the eigenvalue formula can reach 0 (cos 2pi); those entries are zero.
     denom = torch.where(n.mask(R, K)[:, 0], denom, 1.0)
     scale = (4.0 / ((rows + 1) * (cols + 1)).to(torch.float32)).reshape(B, 1, 1, 1)
-    with _full_float32(rhs.device):
-        t = Sr @ rhs @ Sc
-        t = t / denom[:, None]
-        return (Sr @ t @ Sc) * scale
-
-
-class _full_float32:
-    """Turn TF32 off for CUDA matmuls inside the block and restore the user's setting after."""
-
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
-
-    def __enter__(self):
-        if self.cuda:
-            self.saved = torch.backends.cuda.matmul.allow_tf32
-            torch.backends.cuda.matmul.allow_tf32 = False
-
-    def __exit__(self, *exc):
-        if self.cuda:
-            torch.backends.cuda.matmul.allow_tf32 = self.saved
+    x = rhs.to(Sr.dtype)
+    t = Sr @ x @ Sc
+    t = t / denom[:, None]
+    return ((Sr @ t @ Sc) * scale).to(torch.float32)
 
 
 def _neighbours(u: torch.Tensor) -> torch.Tensor:
