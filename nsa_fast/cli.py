@@ -15,11 +15,20 @@ USAGE_ERROR = 2
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (``error: ...``, exit code 2) and defaults shown in help."""
+    """argparse with one-line errors (``error: ...``, exit code 2), defaults shown in help, and
+    required options listed first, in a group of their own."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
+        self._required = self.add_argument_group("required arguments")
+        groups = self._action_groups  # argparse prints groups in this order: required ones first
+        groups.insert(1, groups.pop(groups.index(self._required)))
+
+    def add_argument(self, *args, **kwargs):
+        if kwargs.get("required"):
+            return self._required.add_argument(*args, **kwargs)
+        return super().add_argument(*args, **kwargs)
 
     def error(self, message: str):
         self.exit(USAGE_ERROR, f"error: {message} (see {self.prog} --help)\n")
@@ -30,7 +39,9 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if "%(default)" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+        default = action.default
+        if ("%(default)" in text or not action.option_strings or default is None or default is False
+                or default is argparse.SUPPRESS or default == []):
             return text
         return text + " (default: %(default)s)"
 

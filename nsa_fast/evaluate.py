@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import checkpoint, cli
+from . import checkpoint, cli, viz
 from .cli import Parser
 from .errors import NsaError, warn
 from .model import EncoderDecoder, normalize
@@ -53,41 +53,10 @@ def anomaly_maps(model: EncoderDecoder, images: np.ndarray, preset: Preset, devi
     return out
 
 
-def display_max(maps: np.ndarray) -> float:
-    """The heatmap colour scale's top: the 99.9th percentile of all maps, so that faint maps (a
-    logistic label on dark images rarely nears 1) still show their structure."""
-    return max(float(np.quantile(maps, 0.999)), 1e-6)
-
-
-def heatmap_overlay(image: np.ndarray, amap: np.ndarray, vmax: float) -> np.ndarray:
-    """An RGB heatmap blended over the image (both uint8 (S, S, 3) out)."""
-    from .synth import label_to_rgb
-
-    rgb = image if image.shape[-1] == 3 else np.repeat(image, 3, axis=-1)
-    heat = label_to_rgb(amap, vmax)
-    return (0.5 * rgb + 0.5 * heat).astype(np.uint8)
-
-
-def example_figure(images, masks, maps, labels, vmax: float, n: int = 8) -> np.ndarray:
-    """Columns of examples like the paper's Figure 2: input, ground truth, heatmap (rows)."""
-    from .synth import label_to_rgb
-
-    picks = list(np.flatnonzero(labels == 1)[:n - 2]) + list(np.flatnonzero(labels == 0)[:2])
-    cols = []
-    for i in picks:
-        rgb = images[i] if images.shape[-1] == 3 else np.repeat(images[i], 3, axis=-1)
-        gt = np.repeat((masks[i] * 255).astype(np.uint8)[..., None], 3, axis=-1)
-        gap = np.full((4, rgb.shape[1], 3), 255, np.uint8)
-        cols.append(np.concatenate([rgb, gap, gt, gap, label_to_rgb(maps[i], vmax)], 0))
-        cols.append(np.full((cols[-1].shape[0], 4, 3), 255, np.uint8))
-    return np.concatenate(cols[:-1], 1)
-
-
 def evaluate(ckpt_path, root, category: str, out_dir, device=None) -> dict:
     """Evaluate a checkpoint on ROOT/CATEGORY/test; writes the reports and returns the metrics."""
     from .data import eval_size, load_images, load_masks, test_items
-    from .io import write_image
-    from .metrics import au_pro, image_auroc, pixel_auroc
+    from .metrics import au_pro, image_auroc, pixel_auroc, pro_curve
 
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, preset, state = load_model(ckpt_path, device)
@@ -101,14 +70,15 @@ def evaluate(ckpt_path, root, category: str, out_dir, device=None) -> dict:
     maps = anomaly_maps(model, images, preset, device)
     labels = np.array([i.label for i in items])
     scores = maps.reshape(len(maps), -1).mean(1)
+    fpr, pro = pro_curve(maps, masks)
     metrics = {"category": category, "checkpoint": str(ckpt_path), "epoch": int(state["epoch"]) + 1,
                "n_test": len(items), "n_anomalous": int(labels.sum()),
                "image_auroc": image_auroc(scores, labels), "pixel_auroc": pixel_auroc(maps, masks),
-               "au_pro_0.3": au_pro(maps, masks, 0.3)}
+               "au_pro_0.3": au_pro(maps, masks, PRO_LIMIT)}
     for defect in sorted({i.defect for i in items if i.label}):
         keep = np.array([i.label == 0 or i.defect == defect for i in items])
         metrics[f"image_auroc/{defect}"] = image_auroc(scores[keep], labels[keep])
-    metrics["heatmap_vmax"] = vmax = display_max(maps)
+    metrics["heatmap_vmax"] = vmax = viz.display_max(maps)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -117,8 +87,52 @@ def evaluate(ckpt_path, root, category: str, out_dir, device=None) -> dict:
         w.writerow(["path", "defect", "label", "score"])
         for it, s in zip(items, scores):
             w.writerow([str(it.path), it.defect, it.label, f"{s:.6g}"])
-    write_image(out / "examples.png", example_figure(images, masks, maps, labels, vmax))
+    write_figures(out, images, masks, maps, scores, labels, items, vmax, metrics, (fpr, pro))
     return metrics
+
+
+PRO_LIMIT = 0.3
+FIGURES = ("examples.png", "roc.png", "pro.png")
+
+
+def write_figures(out: Path, images, masks, maps, scores, labels, items, vmax, metrics, curve) -> None:
+    """examples.png (Figure 2 with captions and a colour scale), roc.png and pro.png."""
+    from .io import write_image
+
+    names = [f"{it.defect}/{it.path.name}" for it in items]
+    write_image(out / "examples.png", viz.examples_figure(images, masks, maps, scores, names,
+                                                          viz.example_picks(labels), vmax))
+    viz.roc_figure(out / "roc.png", scores, labels, maps, masks, (metrics["image_auroc"], metrics["pixel_auroc"]))
+    viz.pro_figure(out / "pro.png", *curve, PRO_LIMIT, metrics["au_pro_0.3"])
+
+
+ROWS = (("image_auroc", "image AUROC", "tells anomalous from good images by the image score (mean of the map)"),
+        ("pixel_auroc", "pixel AUROC", "tells defect pixels from normal ones by the map, over all test pixels"),
+        ("au_pro_0.3", "AU-PRO@0.3", "mean overlap with each defect region, up to 30 % false positive pixels"))
+
+
+def results_table(metrics: dict, outputs: list[tuple[str, Path, str]]) -> str:
+    """What a person reads at the end of a run: the metrics as percentages with what each means,
+    the image AUROC per defect type, and where every output file is."""
+    lines = [f"Results on {metrics['category']!r}: {metrics['n_test']} test images "
+             f"({metrics['n_anomalous']} anomalous), checkpoint of epoch {metrics['epoch']}"]
+    lines += [f"  {name:<12} {100 * metrics[key]:5.1f} %   {meaning}" for key, name, meaning in ROWS]
+    per = [(k.split("/", 1)[1], v) for k, v in metrics.items() if k.startswith("image_auroc/")]
+    if per:
+        lines.append("  image AUROC per defect: " + ", ".join(f"{d} {100 * v:.1f} %" for d, v in per))
+    width = max(len(n) for n, _, _ in outputs)
+    lines.append("Outputs:")
+    lines += [f"  {name:<{width}}  {path}  ({what})" for name, path, what in outputs]
+    return "\n".join(lines)
+
+
+def eval_outputs(out: Path) -> list[tuple[str, Path, str]]:
+    out = Path(out)
+    return [("metrics.json", out / "metrics.json", "every figure, for programs"),
+            ("scores.csv", out / "scores.csv", "the score of each test image"),
+            ("examples.png", out / "examples.png", "inputs, ground truth, anomaly maps"),
+            ("roc.png", out / "roc.png", "image and pixel ROC curves"),
+            ("pro.png", out / "pro.png", f"PRO curve up to FPR {PRO_LIMIT}")]
 
 
 def main(argv=None) -> int:
@@ -145,10 +159,10 @@ def pick_eval_device(name: str) -> torch.device:
     return torch.device("cuda" if name != "cpu" and torch.cuda.is_available() else "cpu")
 
 
-def report(ckpt_path, root, category: str, out_dir, device=None) -> int:
-    """Evaluate and print the metrics as JSON; exit code 0 (errors propagate to the CLI)."""
+def report(ckpt_path, root, category: str, out_dir, device=None, more_outputs=()) -> int:
+    """Evaluate and print the results table; exit code 0 (errors propagate to the CLI)."""
     metrics = evaluate(ckpt_path, root, category, out_dir, device)
-    print(json.dumps(metrics, indent=2))
+    print(results_table(metrics, [*more_outputs, *eval_outputs(out_dir)]))
     return 0
 
 

@@ -2,14 +2,14 @@
 
 Both pipelines draw every sample's randomness from ``sample_rng(seed, epoch, index)`` in the same
 order (source image, destination transform, source transform, patch plan), so a sample does not
-depend on the number of workers, ranks or on the pipeline. Each yields (images uint8 (B, h, w, C),
-labels float32 (B, h, w)) on the device where it makes them; ``to_training_device`` is the one
-place that moves them to the device the network trains on.
+depend on the number of workers, ranks or on the pipeline. Each yields TrainBatch (images uint8
+(B, h, w, C), labels float32 (B, h, w), the sampler's Stats) on the device where it makes them;
+``to_training_device`` is the one place that moves them to the device the network trains on.
 """
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -39,13 +39,22 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0,
     return [b for b in batches if len(b) > 1]
 
 
-def to_training_device(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device):
+class TrainBatch(NamedTuple):
+    """What every pipeline yields: images uint8 (B, h, w, C), labels float32 (B, h, w), and the
+    sampler's Stats of the batch (on the host)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    stats: Stats
+
+
+def to_training_device(batches: Iterable[TrainBatch], device: torch.device):
     """Every pipeline's batches, on the device the network trains on (the one place that moves
     them). Host-to-GPU copies are asynchronous (the CPU pipelines pin their batches when training
     on CUDA); a copy back to the host waits for its data, as the host reads it next."""
-    for images, labels in batches:
+    for images, labels, stats in batches:
         async_ok = device.type != "cpu" and images.device.type == "cpu"
-        yield images.to(device, non_blocking=async_ok), labels.to(device, non_blocking=async_ok)
+        yield TrainBatch(images.to(device, non_blocking=async_ok), labels.to(device, non_blocking=async_ok), stats)
 
 
 def with_index(device: torch.device) -> torch.device:
@@ -62,7 +71,7 @@ def _bind_device(device: torch.device) -> None:
         torch.cuda.set_device(device)
 
 
-def prefetched(jobs: Iterable[Callable[[], tuple]], device: torch.device) -> Iterator[tuple]:
+def prefetched(jobs: Iterable[Callable[[], TrainBatch]], device: torch.device) -> Iterator[TrainBatch]:
     """Run each job in a background thread, one ahead of the caller.
 
     On CUDA the thread works on its own stream with ``device`` current, and the caller's stream
@@ -93,7 +102,8 @@ def prefetched(jobs: Iterable[Callable[[], tuple]], device: torch.device) -> Ite
                 consumer = torch.cuda.current_stream(device)
                 consumer.wait_event(ready)
                 for t in out:
-                    t.record_stream(consumer)
+                    if isinstance(t, torch.Tensor):
+                        t.record_stream(consumer)
             yield out
 
 
@@ -117,7 +127,7 @@ class CpuPipeline:
         loader = DataLoader(self.ds, batch_sampler=keyed, num_workers=self.workers,
                             pin_memory=self.device.type == "cuda")
         for item in loader:
-            yield item["image"], item["label"]
+            yield TrainBatch(item["image"], item["label"], Stats.from_array(item["stats"].numpy()))
 
 
 class BatchedPipeline:
@@ -149,10 +159,10 @@ class BatchedPipeline:
         jobs = [lambda b=b: self.make(epoch, b) for b in self.batches(epoch)]
         return prefetched(jobs, self.device)
 
-    def make(self, epoch: int, indices: np.ndarray):
-        """(images uint8 (B, h, w, C), labels float32 (B, h, w)) on the device."""
-        _, batch, _ = self.sample(epoch, indices)
-        return batch.images, batch.labels
+    def make(self, epoch: int, indices: np.ndarray) -> TrainBatch:
+        """A TrainBatch of images and labels on the device."""
+        _, batch, stats = self.sample(epoch, indices)
+        return TrainBatch(batch.images, batch.labels, stats)
 
     def sample(self, epoch: int, indices: np.ndarray):
         """The augmented destinations uint8 (B, h, w, C) and the executor's Batch, on the device,
@@ -231,5 +241,5 @@ class DaliPipeline:
     def _blend(self, epoch: int, images: torch.Tensor, indices: torch.Tensor):
         rngs = [sample_rng(self.seed, epoch, int(i)) for i in indices.tolist()]  # indices are on the host
         src = images if self.task.same_source else images.roll(1, 0)
-        out, _ = synthesize_batch(self.executor, images, src, rngs, self.preset, self.task, self.label)
-        return out.images, out.labels
+        out, stats = synthesize_batch(self.executor, images, src, rngs, self.preset, self.task, self.label)
+        return TrainBatch(out.images, out.labels, stats)

@@ -11,7 +11,9 @@ Exit codes: 0 success, 2 bad input.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import os
 import sys
 from pathlib import Path
@@ -20,7 +22,7 @@ import torch
 
 from . import cli
 from .cli import Parser
-from .errors import InputError, warn
+from .errors import InputError, NsaError, warn
 from .io import IMAGE_SUFFIXES, list_images
 
 
@@ -67,18 +69,25 @@ class MapModel(torch.nn.Module):
 
 
 def export_onnx(model, preset, path: Path) -> Path:
-    """ONNX with a dynamic batch axis; input (B, C, crop, crop), already normalised."""
-    x = torch.zeros(1, preset.channels, preset.crop, preset.crop)
-    torch.onnx.export(MapModel(model).eval(), (x,), str(path), input_names=["image"], output_names=["map"],
-                      dynamic_axes={"image": {0: "batch"}, "map": {0: "batch"}}, opset_version=17,
-                      dynamo=False)
+    """ONNX with a dynamic batch axis; input (B, C, crop, crop), already normalised. Uses torch's
+    current exporter (torch.export, which needs onnxscript), not the deprecated TorchScript one."""
+    try:
+        import onnxscript  # noqa: F401  (the exporter's own dependency: fail here with advice)
+    except ImportError as err:
+        raise NsaError("--export onnx needs onnxscript: pip install 'nsa_fast[onnx]'") from err
+    x = torch.zeros(2, preset.channels, preset.crop, preset.crop)
+    batch = torch.export.Dim("batch", min=1)
+    with contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates its passes
+        torch.onnx.export(MapModel(model).eval(), (x,), str(path), input_names=["image"], output_names=["map"],
+                          dynamic_shapes={"x": {0: batch}}, dynamo=True, verbose=False)
     return path
 
 
 def predict(ckpt, paths: list[str], out_dir, device=None) -> list[tuple[Path, float, float]]:
     from .data import eval_size, load_images
-    from .evaluate import anomaly_maps, display_max, heatmap_overlay, load_model
+    from .evaluate import anomaly_maps, load_model
     from .io import write_image
+    from .viz import display_max, heatmap_overlay
 
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, preset, _ = load_model(ckpt, device)

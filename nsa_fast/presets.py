@@ -266,9 +266,9 @@ def parse_set(items: list[str] | None) -> dict[str, Any]:
 
 def add_preset_args(parser: argparse.ArgumentParser) -> None:
     """Arguments shared by every command that resolves a preset."""
+    parser.add_argument("--category", required=True,
+                        help="class folder under --data, e.g. bottle; also picks the preset of that name")
     g = parser.add_argument_group("preset")
-    g.add_argument("--category", required=True,
-                   help="class folder under --data, e.g. bottle; also picks the preset of that name")
     g.add_argument("--preset", help="preset to use when it differs from the category "
                                     f"(one of {', '.join(sorted(PRESETS))}, generic); default: the "
                                     "category's preset if there is one, else generic")

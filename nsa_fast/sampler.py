@@ -83,12 +83,31 @@ class Stats:
                 setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
         return self
 
+    def to_array(self) -> np.ndarray:
+        """The counts as int64 (STATS_LEN,), in a fixed order: they cross process boundaries in
+        DataLoader batches this way."""
+        return np.asarray([self.samples, self.tried, self.accepted, self.rejected_source_tries,
+                           self.rejected_destination_tries, *(self.skipped.get(r, 0) for r in SKIP_REASONS),
+                           self.empty_labels, self.label_retries], np.int64)
+
+    @classmethod
+    def from_array(cls, a) -> "Stats":
+        """The inverse of ``to_array``; a (..., STATS_LEN) array is summed over its leading axes."""
+        v = [int(x) for x in np.asarray(a, np.int64).reshape(-1, STATS_LEN).sum(0)]
+        k = len(SKIP_REASONS)
+        return cls(samples=v[0], tried=v[1], accepted=v[2], rejected_source_tries=v[3],
+                   rejected_destination_tries=v[4], skipped=dict(zip(SKIP_REASONS, v[5:5 + k])),
+                   empty_labels=v[5 + k], label_retries=v[6 + k])
+
     def summary(self) -> str:
         skipped = ", ".join(f"{k} {v}" for k, v in self.skipped.items() if v) or "none"
         return (f"samples {self.samples}: patches tried {self.tried}, accepted {self.accepted}, "
                 f"skipped {sum(self.skipped.values())} ({skipped}); redrawn locations: source "
                 f"{self.rejected_source_tries}, destination {self.rejected_destination_tries}; "
                 f"empty labels {self.empty_labels} (after {self.label_retries} retries)")
+
+
+STATS_LEN = 7 + len(SKIP_REASONS)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ import json
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from . import cli
@@ -19,6 +18,7 @@ from .errors import InputError, check_image
 from .presets import LABEL_MODES, Preset, add_preset_args, resolve_preset
 from .sampler import Stats, Task, TASKS, get_task, object_mask, sample_plan
 from .transforms import Augment, apply_augment, check_size, draw_augment
+from .viz import synthetic_grid
 from .blend.solvers import SOLVER_NAMES
 
 
@@ -85,7 +85,8 @@ class SyntheticDataset:
     Item i uses image i as destination and another image, drawn by the sample's own generator, as
     source; with ``augment`` each gets its own draw of the preset's training transform first.
     Items are dicts of numpy arrays: image uint8 (h, w, C), original (the transformed destination),
-    label float32 (h, w), boxes int32 (n_max, 4) padded with -1, index.
+    label float32 (h, w), boxes int32 (n_max, 4) padded with -1, index, and stats (the sample's
+    ``Stats.to_array()``, which survives a DataLoader worker where ``self.stats`` does not).
     """
 
     def __init__(self, images: list[np.ndarray], preset: Preset, task: str = "nsa",
@@ -132,28 +133,10 @@ class SyntheticDataset:
         boxes = np.full((self.preset.n_max, 4), -1, np.int32)
         boxes[:len(out.boxes)] = out.boxes
         return {"image": out.image, "original": dst, "label": out.label, "boxes": boxes,
-                "index": index}
+                "index": index, "stats": stats.to_array()}
 
 
-GRID_ROWS = 32  # the PNG shows the first samples; the .npz holds all of them
-
-
-def label_to_rgb(label: np.ndarray, vmax: float) -> np.ndarray:
-    """A float label map as an RGB heatmap (inferno), 0..vmax."""
-    scaled = np.clip(label / max(vmax, 1e-6) * 255.0, 0, 255).astype(np.uint8)
-    return cv2.cvtColor(cv2.applyColorMap(scaled, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
-
-
-def figure_grid(originals, synthetics, labels, vmax: float, pad: int = 4) -> np.ndarray:
-    """Rows of (original, synthetic, label) tiles with a white gap, uint8 RGB."""
-    rows = []
-    for orig, syn, lab in zip(originals, synthetics, labels):
-        to_rgb = (lambda a: np.repeat(a, 3, axis=2)) if orig.shape[2] == 1 else (lambda a: a)
-        tiles = [to_rgb(orig), to_rgb(syn), label_to_rgb(lab, vmax)]
-        gap = np.full((orig.shape[0], pad, 3), 255, np.uint8)
-        rows.append(np.concatenate([tiles[0], gap, tiles[1], gap, tiles[2]], axis=1))
-        rows.append(np.full((pad, rows[-1].shape[1], 3), 255, np.uint8))
-    return np.concatenate(rows[:-1], axis=0)
+GRID_COLUMNS = 8  # the PNG shows the first samples side by side; the .npz holds all of them
 
 
 def batched_items(images: np.ndarray, preset: Preset, task: str, label: str, seed: int, n: int,
@@ -235,8 +218,9 @@ def _main(argv) -> int:
     labels = np.stack([it["label"] for it in items])
     vmax = 255.0 if ds.label_mode == "intensity" else 1.0
     originals = np.stack([it["original"] for it in items])
-    rows = min(n, GRID_ROWS)
-    grid = figure_grid(originals[:rows], [it["image"] for it in items[:rows]], labels[:rows], vmax)
+    rows = min(n, GRID_COLUMNS)
+    grid = synthetic_grid(originals[:rows], [it["image"] for it in items[:rows]], labels[:rows], vmax,
+                          "intensity" if ds.label_mode == "intensity" else "label")
     write_image(out / "synthetic.png", grid)
     np.savez_compressed(out / "synthetic.npz", images=np.stack([it["image"] for it in items]),
                         originals=originals, labels=labels,

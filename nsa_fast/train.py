@@ -11,7 +11,6 @@ Exit codes: 0 success, 2 bad input or configuration.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
 import os
@@ -31,7 +30,8 @@ from .model import EncoderDecoder, normalize
 from .presets import LABEL_MODES, Preset, add_preset_args, check_trainable, resolve_preset
 from .blend.solvers import SOLVER_NAMES
 from .pipelines import to_training_device
-from .sampler import TASKS, get_task
+from .progress import Logger, stats_row
+from .sampler import TASKS, Stats, get_task
 
 
 @dataclass(frozen=True)
@@ -208,73 +208,35 @@ def resume_from(state: dict | Path, model, opt, sched) -> tuple[int, int]:
     return state["epoch"] + 1, state["step"]
 
 
-class Logger:
-    """log.csv (appended across resumes), TensorBoard when installed, a progress bar."""
-
-    FIELDS = ("epoch", "step", "loss", "lr", "samples_per_s", "data_s", "step_s", "seconds")
-
-    def __init__(self, out: Path, total_steps: int, done_steps: int, enabled: bool):
-        self.enabled = enabled
-        self.path = out / "log.csv"
-        self.tb = None
-        self.bar = None
-        if not enabled:
-            return
-        if not self.path.exists():
-            with open(self.path, "w", newline="") as f:
-                csv.writer(f).writerow(self.FIELDS)
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(out / "tb"))
-        except ImportError:  # TensorBoard is optional
-            pass
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=total_steps, initial=done_steps, unit="step", dynamic_ncols=True,
-                        disable=None)
-
-    def step(self, loss: float, samples_per_s: float) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{samples_per_s:.0f}")
-
-    def epoch(self, row: dict) -> None:
-        if not self.enabled:
-            return
-        with open(self.path, "a", newline="") as f:
-            csv.writer(f).writerow([row[k] for k in self.FIELDS])
-        if self.tb is not None:
-            for k in ("loss", "lr", "samples_per_s"):
-                self.tb.add_scalar(k, row[k], row["step"])
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-        if self.tb is not None:
-            self.tb.close()
-
-
-def write_grid(path: Path, images: torch.Tensor, labels: torch.Tensor, preds: torch.Tensor, vmax: float) -> None:
-    """Rows of (synthetic input, label, prediction) for up to 8 samples of a batch."""
+def write_grid(path: Path, images: torch.Tensor, labels: torch.Tensor, preds: torch.Tensor, vmax: float,
+               epoch: int, loss: float) -> None:
+    """Labelled rows of synthetic input, label and prediction for up to 8 samples of a batch."""
     from .io import write_image
-    from .synth import label_to_rgb
+    from .viz import training_grid
 
     n = min(8, len(images))
-    img = images[:n].cpu().numpy()
-    if img.shape[-1] == 1:
-        img = np.repeat(img, 3, axis=-1)
-    lab, pre = labels[:n].float().cpu().numpy(), preds[:n].float().cpu().numpy()
-    gap = np.full((img.shape[1], 4, 3), 255, np.uint8)
-    rows = [np.concatenate([img[i], gap, label_to_rgb(lab[i], vmax), gap, label_to_rgb(pre[i], vmax)], 1)
-            for i in range(n)]
-    write_image(path, np.concatenate(rows, 0))
+    host = [t[:n].float().cpu().numpy() for t in (labels, preds)]  # device -> host: a few samples
+    write_image(path, training_grid(images[:n].cpu().numpy(), *host, vmax, epoch, loss))
 
 
-def train_epoch(model, opt, pipeline, epoch, cfg, preset, device, amp_dtype, logger, step):
-    """One epoch; returns (mean loss, steps done, samples/s, last batch for the grid)."""
+@dataclass
+class EpochResult:
+    loss: float
+    step: int
+    samples_per_s: float
+    data_s: float
+    step_s: float
+    stats: Stats
+    last: tuple | None  # (images, labels, logits) of the last batch, for the grid
+
+
+def train_epoch(model, opt, pipeline, epoch, cfg, preset, device, amp_dtype, logger, step) -> EpochResult:
+    """One epoch of optimizer steps; the synthetic-anomaly counts of its batches are summed, and
+    labels that came out empty are counted on the device (read once, at the end)."""
     model.train()
+    logger.begin_epoch(epoch)
     losses, seen, t_data, t_step = [], 0, 0.0, 0.0
+    stats, empty = Stats(), torch.zeros((), dtype=torch.int64, device=device)
     t0 = time.perf_counter()
     last = None
     it = iter(to_training_device(pipeline.epoch(epoch), device))
@@ -282,8 +244,10 @@ def train_epoch(model, opt, pipeline, epoch, cfg, preset, device, amp_dtype, log
         if cfg.steps_per_epoch is not None and k >= cfg.steps_per_epoch:
             break
         ta = time.perf_counter()
-        images, labels = next(it)
+        images, labels, batch_stats = next(it)
         tb = time.perf_counter()
+        stats += batch_stats
+        empty += (labels.flatten(1).amax(1) == 0).sum()
         x = normalize(images, preset.normalize)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(x)[:, 0]
@@ -299,8 +263,9 @@ def train_epoch(model, opt, pipeline, epoch, cfg, preset, device, amp_dtype, log
         step += 1
         logger.step(value, seen / max(time.perf_counter() - t0, 1e-9))
         last = (images, labels, logits)
+    stats.empty_labels = int(empty)  # sync: once an epoch
     dt = time.perf_counter() - t0
-    return float(np.mean(losses)) if losses else float("nan"), step, seen / max(dt, 1e-9), t_data, t_step, last
+    return EpochResult(float(np.mean(losses)), step, seen / max(dt, 1e-9), t_data, t_step, stats, last)
 
 
 def setup_distributed(cfg: TrainConfig) -> tuple[int, int, int]:
@@ -361,52 +326,85 @@ def _main(argv) -> int:
     evaluate = check_test_set(root, cfg, preset)
     pipeline = build_pipeline(cfg, preset, files, device, rank, world)
     steps = check_schedule(pipeline, cfg, len(files), world)
-    torch.manual_seed(cfg.seed)  # the model's initial weights
-    head = "relu" if cfg.label == "intensity" else "sigmoid"
-    model = EncoderDecoder(preset.channels, head).to(device, memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs, eta_min=cfg.lr_min)
-    start, step = 0, 0
-    if resume:
-        saved = checkpoint.load(out / "last.pt")
-        rundir.check_resume(saved, dataclasses.asdict(cfg), preset.to_dict(), saved["epoch"] + 1)
-        start, step = resume_from(saved, model, opt, sched)
-        new_lr = rundir.extend_schedule(sched, cfg.epochs)
-        if new_lr is not None and rank == 0:
-            print(f"note: the run now spans {cfg.epochs} epochs (it had {saved['config']['epochs']}): the cosine "
-                  f"schedule is stretched to match, so the learning rate continues at {new_lr:.3g} from epoch {start + 1}")
+    model, opt, sched = build_model(cfg, preset, device)
+    start, step = continue_run(out, cfg, preset, model, opt, sched, rank) if resume else (0, 0)
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local] if device.type == "cuda" else None)
     if rank == 0:
         (out / "config.json").write_text(json.dumps({"config": dataclasses.asdict(cfg), "preset": preset.to_dict(),
                                                      "world_size": world, "device": str(device)}, indent=2))
-    amp_dtype = autocast_dtype(cfg, device)
-    logger = Logger(out, steps * cfg.epochs, step, enabled=rank == 0)
-    vmax = 255.0 if cfg.label == "intensity" else 1.0
+    logger = Logger(out, cfg.epochs, steps, start, step, enabled=rank == 0)
     end = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, start + cfg.stop_after)
     if start >= cfg.epochs and rank == 0:
         print(f"note: the run in {str(out)!r} has already trained all its {cfg.epochs} epochs")
+    total = Stats()
     for epoch in range(start, end):
         t0 = time.perf_counter()
-        loss, step, rate, t_data, t_step, last = train_epoch(model, opt, pipeline, epoch, cfg, preset, device,
-                                                            amp_dtype, logger, step)
-        lr = opt.param_groups[0]["lr"]
+        res = train_epoch(model, opt, pipeline, epoch, cfg, preset, device, autocast_dtype(cfg, device), logger, step)
+        step, lr = res.step, opt.param_groups[0]["lr"]
         sched.step()
+        stats = all_ranks(res.stats, device, world)
+        total += stats
         if rank == 0:
             checkpoint.save_atomic(make_state(model, opt, sched, epoch, step, cfg, preset), out / "last.pt")
-            logger.epoch({"epoch": epoch, "step": step, "loss": loss, "lr": lr, "samples_per_s": rate,
-                          "data_s": t_data, "step_s": t_step, "seconds": time.perf_counter() - t0})
-            if last is not None and ((epoch + 1) % cfg.grid_every == 0 or epoch + 1 == cfg.epochs):
-                preds = torch.sigmoid(last[2]) if head == "sigmoid" else F.relu(last[2])
-                write_grid(out / f"grid_epoch{epoch + 1:04d}.png", last[0], last[1], preds.detach(), vmax)
+            logger.epoch({"epoch": epoch, "step": step, "loss": res.loss, "lr": lr, "samples_per_s": res.samples_per_s,
+                          "data_s": res.data_s, "step_s": res.step_s, "seconds": time.perf_counter() - t0,
+                          **stats_row(stats)})
+            if res.last is not None and ((epoch + 1) % cfg.grid_every == 0 or epoch + 1 == cfg.epochs):
+                grid(out, cfg, epoch, res)
     logger.close()
     if world > 1:
         torch.distributed.destroy_process_group()
-    if rank == 0 and evaluate and end == cfg.epochs:
+    if rank != 0:
+        return 0
+    if end > start:
+        print(f"synthetic anomalies of epochs {start + 1}-{end}: {total.summary()}")
+    run_outputs = [("last.pt", out / "last.pt", "the trained model"), ("log.csv", out / "log.csv", "one row an epoch"),
+                   ("grids", out / "grid_epoch*.png", "synthetic inputs, labels, predictions")]
+    if evaluate and end == cfg.epochs:
         from .evaluate import report
 
-        return report(out / "last.pt", root, cfg.category, out / "eval")
+        return report(out / "last.pt", root, cfg.category, out / "eval", device, run_outputs)
+    print("Outputs:\n" + "\n".join(f"  {n}  {p}  ({w})" for n, p, w in run_outputs))
     return 0
+
+
+def build_model(cfg: TrainConfig, preset: Preset, device: torch.device):
+    """The network (seeded), Adam and the cosine schedule of the paper."""
+    torch.manual_seed(cfg.seed)  # the model's initial weights
+    head = "relu" if cfg.label == "intensity" else "sigmoid"
+    model = EncoderDecoder(preset.channels, head).to(device, memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs, eta_min=cfg.lr_min)
+    return model, opt, sched
+
+
+def continue_run(out: Path, cfg: TrainConfig, preset: Preset, model, opt, sched, rank: int) -> tuple[int, int]:
+    """Resume OUT/last.pt after checking that its settings are the command's; (start epoch, step)."""
+    saved = checkpoint.load(out / "last.pt")
+    rundir.check_resume(saved, dataclasses.asdict(cfg), preset.to_dict(), saved["epoch"] + 1)
+    start, step = resume_from(saved, model, opt, sched)
+    new_lr = rundir.extend_schedule(sched, cfg.epochs)
+    if new_lr is not None and rank == 0:
+        print(f"note: the run now spans {cfg.epochs} epochs (it had {saved['config']['epochs']}): the cosine "
+              f"schedule is stretched to match, so the learning rate continues at {new_lr:.3g} from epoch {start + 1}")
+    return start, step
+
+
+def all_ranks(stats: Stats, device: torch.device, world: int) -> Stats:
+    """The epoch's counts summed over the ranks of a DDP run (each made its own samples)."""
+    if world == 1:
+        return stats
+    t = torch.as_tensor(stats.to_array(), device=device)
+    torch.distributed.all_reduce(t)
+    return Stats.from_array(t.cpu().numpy())  # sync: once an epoch
+
+
+def grid(out: Path, cfg: TrainConfig, epoch: int, res: EpochResult) -> None:
+    images, labels, logits = res.last
+    preds = torch.sigmoid(logits) if cfg.label != "intensity" else F.relu(logits)
+    vmax = 255.0 if cfg.label == "intensity" else 1.0
+    write_grid(out / f"grid_epoch{epoch + 1:04d}.png", images, labels, preds.detach(), vmax, epoch + 1, res.loss)
 
 
 if __name__ == "__main__":

@@ -53,9 +53,34 @@ def test_evaluate_writes_reports(trained, tmp_path, capsys):
     assert {"image_auroc/scratch", "image_auroc/stain", "image_auroc/patch"} <= set(metrics)
     rows = list(csv.DictReader(open(tmp_path / "scores.csv")))
     assert len(rows) == 31 and {r["label"] for r in rows} == {"0", "1"}
-    fig = cv2.imread(str(tmp_path / "examples.png"))
-    assert fig is not None and fig.shape[0] == 3 * 80 + 8  # input, ground truth, heatmap rows
-    assert json.loads(capsys.readouterr().out)["image_auroc"] == metrics["image_auroc"]
+    for name in ("roc.png", "pro.png"):
+        img = cv2.imread(str(tmp_path / name))
+        assert img is not None and img.shape == (500, 500, 3) and (img < 128).any()  # drawn, not blank
+    printed = capsys.readouterr().out
+    assert f"image AUROC  {100 * metrics['image_auroc']:5.1f} %" in printed
+    assert f"AU-PRO@0.3   {100 * metrics['au_pro_0.3']:5.1f} %" in printed
+    assert "image AUROC per defect: patch" in printed and str(tmp_path / "roc.png") in printed
+    assert "heatmap_vmax" not in printed  # the table holds metrics only
+
+
+def test_examples_figure_has_captions_and_a_colour_scale(trained, tmp_path):
+    from nsa_fast.viz import GAP, LABEL_W, LINE_H
+
+    root, ckpt = trained
+    evaluate(ckpt, root, "demo", tmp_path)
+    fig = cv2.cvtColor(cv2.imread(str(tmp_path / "examples.png")), cv2.COLOR_BGR2RGB)
+    S, cols, band = 80, 8, 2 * LINE_H + GAP  # 6 anomalous and 2 good images; score and file name
+    assert fig.shape[0] == 3 * S + 2 * GAP + band
+    assert fig.shape[1] == LABEL_W + cols * (S + GAP) - GAP + 80
+    for c in range(cols):  # text under every column, in both caption lines
+        x0 = LABEL_W + c * (S + GAP)
+        for line in range(2):
+            rows = fig[3 * S + 2 * GAP + line * LINE_H: 3 * S + 2 * GAP + (line + 1) * LINE_H, x0:x0 + S]
+            assert (rows < 128).any(), (c, line)
+    labels = fig[:3 * S, :LABEL_W]
+    assert all((labels[r * (S + GAP): r * (S + GAP) + S] < 128).any() for r in range(3))  # row labels
+    bar = fig[LINE_H:3 * S, -80 + 4:-80 + 18].reshape(-1, 3).astype(int)
+    assert (bar.max(1) - bar.min(1)).max() > 100  # a coloured ramp, not white
 
 
 def test_predict_matches_evaluation_scores(trained, tmp_path):
@@ -77,10 +102,12 @@ def test_predict_matches_evaluation_scores(trained, tmp_path):
     assert predict_main(["--checkpoint", str(ckpt), str(tmp_path / "nope.txt"), "--out", str(tmp_path / "q")]) == 2
 
 
-def test_onnx_export_matches_pytorch(trained, tmp_path):
+def test_onnx_export_matches_pytorch(trained, tmp_path, capsys):
     ort = pytest.importorskip("onnxruntime", reason="ONNX Runtime is not installed (pip install -e '.[onnx]')")
     _, ckpt = trained
-    assert predict_main(["--checkpoint", str(ckpt), "--export", "onnx", "--out", str(tmp_path)]) == 0
+    assert predict_main(["--checkpoint", str(ckpt), "--export", "onnx", "--out", str(tmp_path), "a.png"]) == 0
+    assert "warning: --export onnx writes the model only; the 1 image path(s) given are ignored" in \
+        capsys.readouterr().err
     model, preset, _ = load_model(ckpt, torch.device("cpu"))
     x = torch.randn(3, 3, preset.crop, preset.crop)
     with torch.no_grad():

@@ -1,6 +1,8 @@
 import csv
 import json
 
+import cv2
+
 import numpy as np
 import pytest
 
@@ -26,6 +28,21 @@ def test_table_rows_and_overall_mean(tmp_path):
     assert float(rows[0]["image_auroc_se"]) == pytest.approx(0.05)
     assert float(rows[2]["image_auroc"]) == pytest.approx(0.775)
     assert "| a | 2 | 95.0 ± 5.0 | 85.0 ± 5.0 | 75.0 ± 5.0 |" in md
+    chart = cv2.imread(str(tmp_path / "chart.png"))
+    assert chart is not None and chart.shape[1] > chart.shape[0] and (chart < 128).any()
+
+
+def test_the_chart_sets_the_papers_figures_beside_the_measured_ones(tmp_path, monkeypatch):
+    from nsa_fast import runner, viz
+
+    drawn = {}
+    monkeypatch.setattr(viz, "runner_chart", lambda path, rows, metrics, names, paper:
+                        drawn.update(cats=[r["category"] for r in rows], paper=paper))
+    res = {c: [{"image_auroc": 0.9, "pixel_auroc": 0.9, "au_pro_0.3": 0.9}] for c in ("bottle", "tire")}
+    tabulate(res, tmp_path)
+    assert drawn["cats"] == ["bottle", "tire"]  # not the overall mean row
+    assert drawn["paper"]["bottle"] == (97.7, 98.3, 92.9) and "tire" not in drawn["paper"]
+    assert len(runner.PAPER) == 15 and runner.PAPER["transistor"] == (95.1, 88.0, 75.3)
 
 
 def test_runner_trains_and_tabulates_two_seeds(tmp_path):

@@ -1,6 +1,7 @@
 """The trainer end to end on small images: smoke, exact resume, a kill mid-checkpoint, bad data."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -42,10 +43,11 @@ def test_two_step_smoke(demo_root, tmp_path, capsys):
     assert rows[0].startswith("epoch,step,loss") and len(rows) == 2
     assert np.isfinite(float(rows[1].split(",")[2]))
     grid = cv2.imread(str(tmp_path / "grid_epoch0001.png"))
-    assert grid is not None and grid.shape[0] == 8 * 64
+    assert grid is not None and grid.shape[0] > 3 * 64 and grid.shape[1] > 8 * 64  # 3 rows of 8 samples
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert 0 <= metrics["image_auroc"] <= 1 and metrics["n_test"] == 31
-    assert '"pixel_auroc"' in capsys.readouterr().out  # the metrics are printed
+    printed = capsys.readouterr().out
+    assert "pixel AUROC" in printed and "Outputs:" in printed  # the results table
 
 
 def test_resume_gives_identical_weights(demo_root, tmp_path):
@@ -297,3 +299,36 @@ def test_ddp_picks_the_backend_of_the_training_device(monkeypatch, device, gpus,
     cfg = tr.TrainConfig(data="d", category="c", out="o", device=device)
     assert tr.setup_distributed(cfg) == (1, 2, 1)
     assert ("backend", backend) in got and (("device", 1) in got) == (backend == "nccl")
+
+
+def test_piped_output_shows_one_line_an_epoch_and_the_results_table(demo_root, tmp_path):
+    run = subprocess.run([sys.executable, "-m", "nsa_fast.train", "--data", str(demo_root), "--category", "demo",
+                          "--out", str(tmp_path / "run"), *SMALL, "--epochs", "3", "--steps-per-epoch", "1",
+                          "--workers", "0"], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = run.stdout.splitlines()
+    progress = [line for line in lines if line.startswith("epoch ")]
+    assert [p.split(":")[0] for p in progress] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    for p in progress:
+        assert re.search(r"loss \d+\.\d{4}, lr [\d.e-]+, [\d.]+ samples/s, elapsed \d+:\d\d:\d\d, ETA \d+:\d\d:\d\d$", p), p
+    assert re.search(r"^synthetic anomalies of epochs 1-3: samples 24: patches tried \d+", run.stdout, re.M)
+    table = run.stdout[run.stdout.index("Results on 'demo'"):]
+    for row in ("image AUROC", "pixel AUROC", "AU-PRO@0.3", "image AUROC per defect:", "Outputs:", "last.pt",
+                "roc.png", "pro.png", "examples.png"):
+        assert row in table, row
+    assert "\r" not in run.stdout  # no progress bar drawn into a pipe
+
+
+@pytest.mark.parametrize("pipeline", [(), ("--blend-device", "cpu")])
+def test_synthetic_anomaly_counts_reach_log_csv(demo_root, tmp_path, pipeline):
+    import csv
+
+    assert train(demo_root, tmp_path, "--epochs", "2", "--steps-per-epoch", "2", "--no-eval", "--workers", "0",
+                 *pipeline) == 0
+    rows = list(csv.DictReader(open(tmp_path / "log.csv")))
+    assert len(rows) == 2
+    for r in rows:
+        tried, accepted = int(r["patches_tried"]), int(r["patches_accepted"])
+        skipped = sum(int(r[k]) for k in r if k.startswith("skipped_"))
+        assert tried >= 16 and accepted + skipped == tried  # 2 steps of 8 samples, at least a patch each
+        assert 0 <= int(r["empty_labels"]) <= 16

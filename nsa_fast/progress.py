@@ -1,0 +1,98 @@
+"""What a training run shows and records: a progress bar on a terminal, one line per epoch
+elsewhere (a pipe, a file, a CI log), log.csv (appended across resumes) and TensorBoard when
+installed.
+"""
+from __future__ import annotations
+
+import csv
+import sys
+import time
+from pathlib import Path
+
+from .sampler import SKIP_REASONS, Stats
+
+STATS_FIELDS = ("patches_tried", "patches_accepted", *(f"skipped_{r}" for r in SKIP_REASONS),
+                "empty_labels", "label_retries")
+
+
+def stats_row(stats: Stats) -> dict:
+    """The synthetic-anomaly counts of an epoch as log.csv columns."""
+    row = {"patches_tried": stats.tried, "patches_accepted": stats.accepted,
+           "empty_labels": stats.empty_labels, "label_retries": stats.label_retries}
+    row.update({f"skipped_{r}": stats.skipped.get(r, 0) for r in SKIP_REASONS})
+    return row
+
+
+def rate(x: float) -> str:
+    """A rate with sensible precision: 1234, 56.7, 0.42."""
+    return f"{x:.0f}" if x >= 100 else f"{x:.1f}" if x >= 10 else f"{x:.2f}"
+
+
+def clock(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+class Logger:
+    """log.csv, TensorBoard, and the progress a person sees (bar or lines)."""
+
+    FIELDS = ("epoch", "step", "loss", "lr", "samples_per_s", "data_s", "step_s", "seconds", *STATS_FIELDS)
+
+    def __init__(self, out: Path, epochs: int, steps_per_epoch: int, start_epoch: int, done_steps: int,
+                 enabled: bool, stream=None):
+        self.enabled, self.epochs, self.start = enabled, epochs, start_epoch
+        self.stream = stream or sys.stdout
+        self.path = out / "log.csv"
+        self.tb = self.bar = None
+        self.t0 = time.perf_counter()
+        if not enabled:
+            return
+        if self.path.exists():
+            with open(self.path, newline="") as f:
+                self.fields = next(csv.reader(f), None) or list(self.FIELDS)
+        else:
+            self.fields = list(self.FIELDS)
+            with open(self.path, "w", newline="") as f:
+                csv.writer(f).writerow(self.fields)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(out / "tb"))
+        except ImportError:  # TensorBoard is optional
+            pass
+        if self.stream.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=steps_per_epoch * epochs, initial=done_steps, unit="step", dynamic_ncols=True,
+                            file=self.stream)
+
+    def begin_epoch(self, epoch: int) -> None:
+        if self.bar is not None:
+            self.bar.set_description(f"epoch {epoch + 1}/{self.epochs}")
+
+    def step(self, loss: float, samples_per_s: float) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix_str(f"loss {loss:.4f}, {rate(samples_per_s)} samples/s")
+
+    def epoch(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore").writerow(row)
+        if self.tb is not None:
+            for k in ("loss", "lr", "samples_per_s", "empty_labels"):
+                self.tb.add_scalar(k, row[k], row["step"])
+        if self.bar is None:  # not a terminal: one line an epoch
+            done = row["epoch"] + 1 - self.start
+            elapsed = time.perf_counter() - self.t0
+            eta = elapsed / max(done, 1) * (self.epochs - row["epoch"] - 1)
+            print(f"epoch {row['epoch'] + 1}/{self.epochs}: loss {row['loss']:.4f}, lr {row['lr']:.3g}, "
+                  f"{rate(row['samples_per_s'])} samples/s, elapsed {clock(elapsed)}, ETA {clock(eta)}",
+                  file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.tb is not None:
+            self.tb.close()

@@ -1,0 +1,191 @@
+"""Figures people look at: labelled image grids (the paper's Figures 1b and 2, training grids), ROC
+and PRO curves, and the runner's chart.
+
+Image grids are composed pixel by pixel (tiles, caption bands written with OpenCV's fonts, a
+colour bar), so their layout is exact and the same at every size; curves and charts are drawn
+with matplotlib (Agg backend, nothing needs a display).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+GAP = 4                 # white pixels between tiles
+LABEL_W = 110           # the row-label column
+LINE_H = 15             # one caption line at FONT_SCALE
+FONT, FONT_SCALE = cv2.FONT_HERSHEY_SIMPLEX, 0.4
+WHITE, INK = 255, (20, 20, 20)
+
+
+def label_to_rgb(label: np.ndarray, vmax: float) -> np.ndarray:
+    """A float map as an RGB heatmap (inferno), 0..vmax; uint8 (H, W, 3)."""
+    scaled = np.clip(label / max(vmax, 1e-6) * 255.0, 0, 255).astype(np.uint8)
+    return cv2.cvtColor(cv2.applyColorMap(scaled, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
+
+
+def as_rgb(img: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 1 or 3) as (H, W, 3)."""
+    return np.repeat(img, 3, axis=-1) if img.shape[-1] == 1 else img
+
+
+def heatmap_overlay(image: np.ndarray, amap: np.ndarray, vmax: float) -> np.ndarray:
+    """An RGB heatmap blended over the image (both uint8 (S, S, 3) out)."""
+    return (0.5 * as_rgb(image) + 0.5 * label_to_rgb(amap, vmax)).astype(np.uint8)
+
+
+def display_max(maps: np.ndarray) -> float:
+    """The heatmap colour scale's top: the 99.9th percentile of all maps, so that faint maps (a
+    logistic label on dark images rarely nears 1) still show their structure."""
+    return max(float(np.quantile(maps, 0.999)), 1e-6)
+
+
+def _text(canvas: np.ndarray, text: str, x: int, y: int, width: int) -> None:
+    """Write one line at (x, baseline y), shortened with '...' to fit ``width`` pixels."""
+    while text and cv2.getTextSize(text, FONT, FONT_SCALE, 1)[0][0] > width:
+        text = text[:-4] + "..." if len(text) > 4 else ""
+    cv2.putText(canvas, text, (x, y), FONT, FONT_SCALE, INK, 1, cv2.LINE_AA)
+
+
+def caption_band(lines: list[str], width: int) -> np.ndarray:
+    """A white band holding ``lines`` of text, (len * LINE_H + GAP, width, 3) uint8."""
+    band = np.full((len(lines) * LINE_H + GAP, width, 3), WHITE, np.uint8)
+    for k, line in enumerate(lines):
+        _text(band, line, 2, (k + 1) * LINE_H - 3, width - 4)
+    return band
+
+
+def colour_bar(vmax: float, height: int, label: str) -> np.ndarray:
+    """A vertical inferno scale from 0 (bottom) to vmax (top) with tick values, (height, 80, 3)."""
+    bar = np.full((height, 80, 3), WHITE, np.uint8)
+    top, bottom = LINE_H + 6, height - LINE_H
+    ramp = np.linspace(vmax, 0.0, max(bottom - top, 2))[:, None].repeat(14, 1)
+    bar[top:bottom, 4:18] = label_to_rgb(ramp, vmax)
+    for frac in (0.0, 0.5, 1.0):
+        y = int(bottom - frac * (bottom - top - 1))
+        _text(bar, f"{frac * vmax:.3g}", 22, min(max(y + 4, LINE_H), height - 2), 56)
+    _text(bar, label, 2, LINE_H - 4, 78)
+    return bar
+
+
+def labelled_grid(rows: list[tuple[str, list[np.ndarray]]], captions: list[list[str]] | None,
+                  vmax: float, scale_label: str) -> np.ndarray:
+    """Rows of equally sized tiles with their labels on the left, a caption band under each
+    column (``captions[c]``: lines), and a colour bar for the heatmap rows on the right."""
+    tile_h, tile_w = rows[0][1][0].shape[:2]
+    ncol = len(rows[0][1])
+    body = []
+    for name, tiles in rows:
+        label = np.full((tile_h, LABEL_W, 3), WHITE, np.uint8)
+        for k, word in enumerate(name.split("\n")):
+            _text(label, word, 4, tile_h // 2 + k * LINE_H, LABEL_W - 6)
+        parts = [label]
+        for t in tiles:
+            parts += [as_rgb(t), np.full((tile_h, GAP, 3), WHITE, np.uint8)]
+        body += [np.concatenate(parts[:-1], 1), np.full((GAP, LABEL_W + ncol * (tile_w + GAP) - GAP, 3), WHITE, np.uint8)]
+    grid = np.concatenate(body[:-1], 0)
+    if captions:
+        n_lines = max(len(c) for c in captions)
+        bands = [np.full((n_lines * LINE_H + GAP, LABEL_W, 3), WHITE, np.uint8)]
+        for c in captions:
+            bands += [caption_band(c + [""] * (n_lines - len(c)), tile_w),
+                      np.full((n_lines * LINE_H + GAP, GAP, 3), WHITE, np.uint8)]
+        grid = np.concatenate([grid, np.concatenate(bands[:-1], 1)], 0)
+    return np.concatenate([grid, colour_bar(vmax, grid.shape[0], scale_label)], 1)
+
+
+def synthetic_grid(originals, synthetics, labels, vmax: float, scale_label: str = "label") -> np.ndarray:
+    """The paper's Figure 1b: per column a sample's original, synthetic image and label."""
+    return labelled_grid([("original", list(originals)), ("synthetic", list(synthetics)),
+                          ("label", [label_to_rgb(lab, vmax) for lab in labels])],
+                         [[f"sample {i}"] for i in range(len(labels))], vmax, scale_label)
+
+
+def training_grid(images, labels, preds, vmax: float, epoch: int, loss: float | None = None) -> np.ndarray:
+    """Up to 8 samples of a training batch: synthetic input, label, prediction."""
+    n = min(8, len(images))
+    caps = [[f"sample {i}", f"label max {labels[i].max():.2f}", f"pred max {preds[i].max():.2f}"] for i in range(n)]
+    caps[0][0] = f"epoch {epoch}" + (f", loss {loss:.4f}" if loss is not None else "")
+    return labelled_grid([("synthetic\ninput", list(images[:n])),
+                          ("label", [label_to_rgb(x, vmax) for x in labels[:n]]),
+                          ("prediction", [label_to_rgb(x, vmax) for x in preds[:n]])], caps, vmax, "label")
+
+
+def example_picks(labels: np.ndarray, n: int = 8) -> list[int]:
+    """Test images to show: up to n - 2 anomalous ones, then 2 good ones."""
+    return list(np.flatnonzero(labels == 1)[:n - 2]) + list(np.flatnonzero(labels == 0)[:2])
+
+
+def examples_figure(images, masks, maps, scores, names: list[str], picks: list[int], vmax: float) -> np.ndarray:
+    """The paper's Figure 2: per column a test image, its ground truth and anomaly map, with the
+    image score and file name under it and the map's colour scale beside."""
+    gt = [np.repeat((masks[i] * 255).astype(np.uint8)[..., None], 3, axis=-1) for i in picks]
+    return labelled_grid([("input", [images[i] for i in picks]), ("ground truth", gt),
+                          ("anomaly map", [label_to_rgb(maps[i], vmax) for i in picks])],
+                         [[f"score {scores[i]:.4g}", names[i]] for i in picks], vmax, "anomaly")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def roc_figure(path: Path, scores, labels, maps, masks, aurocs: tuple[float, float]) -> None:
+    """Image-level and pixel-level ROC curves in one plot, AUROC in the legend."""
+    from sklearn.metrics import roc_curve
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+    fi, ti, _ = roc_curve(labels, scores)
+    fp, tp, _ = roc_curve(masks.reshape(-1), maps.reshape(-1), drop_intermediate=True)
+    ax.plot(fi, ti, label=f"image (AUROC {100 * aurocs[0]:.1f} %)")
+    ax.plot(fp, tp, label=f"pixel (AUROC {100 * aurocs[1]:.1f} %)")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01),
+           title="ROC")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def pro_figure(path: Path, fpr: np.ndarray, pro: np.ndarray, limit: float, au_pro: float) -> None:
+    """The PRO curve (mean per-region overlap against the pixel false positive rate) up to ``limit``."""
+    plt = _pyplot()
+    keep = fpr <= limit
+    end = np.interp(limit, fpr, pro)
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+    ax.plot(np.append(fpr[keep], limit), np.append(pro[keep], end), label=f"AU-PRO@{limit:g} {100 * au_pro:.1f} %")
+    ax.set(xlabel="false positive rate", ylabel="per-region overlap (PRO)", xlim=(0, limit), ylim=(0, 1.01),
+           title=f"PRO curve up to FPR {limit:g}")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def runner_chart(path: Path, rows: list[dict], metrics: tuple[str, ...], names: dict[str, str],
+                 paper: dict[str, tuple[float, ...]]) -> None:
+    """Per class, the measured mean (with its standard error) of each metric beside the paper's
+    figure when the class is in the paper."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 4.2), dpi=100, squeeze=False)
+    cats = [r["category"] for r in rows]
+    x = np.arange(len(cats))
+    for k, (ax, m) in enumerate(zip(axes[0], metrics)):
+        ax.bar(x - 0.2, [100 * r[m] for r in rows], 0.4, yerr=[100 * r[m + "_se"] for r in rows], capsize=3,
+               label="measured")
+        known = [i for i, c in enumerate(cats) if c in paper]
+        if known:
+            ax.bar(x[known] + 0.2, [paper[cats[i]][k] for i in known], 0.4, label="paper (NSA logistic)")
+        ax.set_xticks(x, cats, rotation=45, ha="right")
+        ax.set(title=names[m], ylim=(0, 100), ylabel="%")
+        ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

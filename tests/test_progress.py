@@ -1,0 +1,39 @@
+"""What a run shows: a bar with the epoch on a terminal, one line an epoch elsewhere."""
+import io
+
+from nsa_fast.progress import Logger, clock, rate
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_rates_keep_their_precision():
+    assert [rate(x) for x in (1234.4, 56.78, 0.4231, 0.04)] == ["1234", "56.8", "0.42", "0.04"]
+    assert clock(3723.4) == "1:02:03"
+
+
+def test_a_terminal_gets_a_bar_with_the_epoch_and_no_epoch_lines(tmp_path):
+    term = Terminal()
+    log = Logger(tmp_path, epochs=3, steps_per_epoch=2, start_epoch=0, done_steps=0, enabled=True, stream=term)
+    log.begin_epoch(1)
+    log.step(0.5, 0.42)
+    log.epoch({"epoch": 1, "step": 2, "loss": 0.5, "lr": 1e-3, "samples_per_s": 0.42, "data_s": 0, "step_s": 0,
+               "seconds": 1})
+    log.close()
+    out = term.getvalue()
+    assert "epoch 2/3" in out and "0.42 samples/s" in out and "loss 0.5000" in out
+    assert "ETA" not in out  # the per-epoch line is for pipes and files
+
+
+def test_a_pipe_gets_one_line_an_epoch(tmp_path):
+    pipe = io.StringIO()
+    log = Logger(tmp_path, epochs=4, steps_per_epoch=2, start_epoch=2, done_steps=4, enabled=True, stream=pipe)
+    for e in (2, 3):
+        log.epoch({"epoch": e, "step": 2 * e + 2, "loss": 0.25, "lr": 5e-4, "samples_per_s": 123.4, "data_s": 0,
+                   "step_s": 0, "seconds": 1})
+    lines = pipe.getvalue().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["epoch 3/4", "epoch 4/4"]
+    assert "123 samples/s" in lines[0] and "ETA" in lines[0]
+    assert (tmp_path / "log.csv").read_text().count("\n") == 3  # header and two rows
