@@ -31,6 +31,14 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+def _reason(err: Exception) -> str:
+    """torch's own words, when they help: its advice for pickles (weights_only=False) does not."""
+    text = " ".join(str(err).split())
+    if "Weights only load failed" in text or "weights_only" in text:
+        return "it holds Python objects besides tensors"
+    return f"{type(err).__name__}: {text.split('. ')[0][:160]}"
+
+
 KEYS = ("model", "optimizer", "scheduler", "epoch", "step", "config", "preset", "model_args", "rng")
 _CHUNK = 1 << 24  # bytes a write call
 
@@ -77,15 +85,16 @@ def load(path: str | Path, map_location="cpu") -> dict:
     """Load an nsa_fast checkpoint with ``weights_only=True``; a clear error when it is missing,
     damaged or some other torch file."""
     path = Path(path)
+    if path.is_dir() and (path / "last.pt").is_file():
+        path = path / "last.pt"  # a run folder stands for its checkpoint
     if not path.is_file():
-        raise NsaError(f"no checkpoint at {str(path)!r}; train first (python -m nsa_fast.train ... "
+        raise NsaError(f"no checkpoint at {str(path)!r}; pass a run's last.pt (python -m nsa_fast.train ... "
                        "--out DIR writes DIR/last.pt).")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for truncated or foreign files
-        raise NsaError(f"cannot read the checkpoint {str(path)!r} ({type(err).__name__}: "
-                       f"{' '.join(str(err).split())[:200]}). It is not an nsa_fast checkpoint or it is "
-                       "damaged (a truncated copy?); use another file, or train again.") from err
+        raise NsaError(f"cannot read the checkpoint {str(path)!r}: it is not an nsa_fast checkpoint, or it is "
+                       f"damaged (a truncated copy?) ({_reason(err)}). Use another file, or train again.") from err
     missing = [k for k in KEYS if not isinstance(state, dict) or k not in state]
     if missing:
         raise NsaError(f"{str(path)!r} is a torch file but not an nsa_fast checkpoint (it lacks "

@@ -31,7 +31,8 @@ class Parser(argparse.ArgumentParser):
         return super().add_argument(*args, **kwargs)
 
     def error(self, message: str):
-        self.exit(USAGE_ERROR, f"error: {message} (see {self.prog} --help)\n")
+        _say(f"error: {message} (see {self.prog} --help)")
+        self.exit(USAGE_ERROR)
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -46,40 +47,53 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return text + " (default: %(default)s)"
 
 
-def _number(kind: type, name: str, low: float | None, strict: bool) -> Callable[[str], int | float]:
-    what = {(int, True): "a positive integer", (int, False): "a non-negative integer",
-            (float, True): "a positive number", (float, False): "a non-negative number"}[(kind, strict)]
+def number(kind: type, low: float, strict: bool, high: float) -> Callable[[str], int | float]:
+    """An argparse type for numbers in (low, high] (strict) or [low, high]; the message says which."""
+    top = f"{int(high):,}" if kind is int else f"{high:g}"
+    what = (f"{'a positive' if strict and low == 0 else 'a non-negative' if low == 0 else 'a'} "
+            f"{'integer' if kind is int else 'number'} up to {top}")
 
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if value != value or value in (float("inf"), float("-inf")) or (
-                low is not None and (value <= low if strict else value < low)):
+        if value != value or not (low < value if strict else low <= value) or value > high:
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
         return value
-    parse.__name__ = name  # argparse names the type in its messages
+    parse.__name__ = what  # argparse names the type in its messages
     return parse
 
 
-positive_int = _number(int, "positive integer", 0, True)
-non_negative_int = _number(int, "non-negative integer", 0, False)
-positive_float = _number(float, "positive number", 0.0, True)
+positive_int = number(int, 0, True, 10**6)
+non_negative_int = number(int, 0, False, 10**6)
+positive_float = number(float, 0.0, True, 10.0)
+seed_int = number(int, 0, False, 2**32 - 1)
+worker_count = number(int, 0, False, 256)
 
 
 def os_error_message(err: OSError) -> str:
     """A user-facing line for an error of the file system, with what to do about it."""
     where = f" {err.filename!r}" if err.filename else ""
-    if err.errno == errno.ENOSPC:
-        return f"the disk is full: could not write{where}. Free some space and run again."
-    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"the disk is full{': could not write' + where if where else ''}. Free some space and run again."
+    if err.errno == errno.EROFS:
+        return f"the file system is read-only{': could not write' + where if where else ''}; choose another --out."
+    if err.errno in (errno.EACCES, errno.EPERM):
         return f"no permission to write{where}: choose a writable folder (--out) or fix its permissions."
     if err.errno == errno.ENOTDIR:
         return f"{where.strip() or 'a path'} is a file where a folder is needed: choose another --out."
     if err.errno == errno.EEXIST:
         return f"{where.strip() or 'a path'} already exists as a file: choose another --out."
     return f"{err.strerror or err}{where}."
+
+
+def _say(line: str) -> None:
+    """Print an error once for a torchrun job: every rank fails alike, rank 0 speaks."""
+    import os
+
+    if os.environ.get("RANK", "0") == "0":
+        print(line, file=sys.stderr)
 
 
 def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
@@ -90,10 +104,10 @@ def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) 
     except SystemExit as done:  # argparse after --help (0) or a usage error (2, already printed)
         return done.code if isinstance(done.code, int) else USAGE_ERROR
     except NsaError as err:
-        print(f"error: {err}", file=sys.stderr)
+        _say(f"error: {err}")
         return USAGE_ERROR
     except OSError as err:
-        print(f"error: {os_error_message(err)}", file=sys.stderr)
+        _say(f"error: {os_error_message(err)}")
         return USAGE_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -128,6 +128,10 @@ def load_masks(items: list[TestItem], size: int) -> np.ndarray:
             raise InputError(f"the mask {str(it.mask)!r} is {m.shape[0]}x{m.shape[1]} but its image "
                              f"{str(it.path)!r} is {shape[0]}x{shape[1]}; masks must match their images.")
         out[i] = cv2.resize((m > 0).astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST) > 0
+    graded = [it for it in items if it.mask is not None and it.mask.suffix.lower() in (".jpg", ".jpeg")]
+    if graded:
+        warn(f"{len(graded)} mask(s) are JPEG files (e.g. {str(graded[0].mask)!r}): compression noise around a "
+             "defect counts as defect, since every non-zero mask pixel is anomalous. Store masks as PNG.")
     empty = [it for it, m in zip(items, out) if it.mask is not None and not m.any()]
     if empty:
         warn(f"{len(empty)} anomalous test image(s) have an all-zero mask (e.g. {str(empty[0].mask)!r}): they "

@@ -232,6 +232,7 @@ def _main(argv) -> int:
         print("\nTo fix:")
         for p in problems:
             print(f"- {p}")
+        print(f"error: {len(problems)} problem(s) to fix on this machine, listed above", file=sys.stderr)
         return BROKEN
     if not gpu:
         print("\nNo GPU: the CPU path works (exit code 1 means 'CPU only').")

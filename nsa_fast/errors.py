@@ -22,11 +22,16 @@ class PresetError(NsaError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+_WARNED: set[str] = set()
+
+
 def warn(message: str) -> None:
-    """One ``warning:`` line on stderr: the run goes on, but the user should know."""
+    """One ``warning:`` line on stderr, once a process: the run goes on, but the user should know."""
     import sys
 
-    print(f"warning: {message}", file=sys.stderr)
+    if message not in _WARNED:
+        _WARNED.add(message)
+        print(f"warning: {message}", file=sys.stderr)
 
 
 def check_image(img: np.ndarray, name: str = "image") -> np.ndarray:

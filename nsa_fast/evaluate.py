@@ -10,7 +10,6 @@ Exit codes: 0 success, 2 bad input.
 """
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 
 from . import checkpoint, cli, viz
+from .io import csv_text, output_folder, write_text_atomic
 from .cli import Parser
 from .errors import NsaError, warn
 from .model import EncoderDecoder, normalize
@@ -59,6 +59,7 @@ def evaluate(ckpt_path, root, category: str, out_dir, device=None) -> dict:
     from .metrics import au_pro, image_auroc, pixel_auroc, pro_curve
 
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    out = output_folder(out_dir)
     model, preset, state = load_model(ckpt_path, device)
     trained_on = state["config"].get("category")
     if trained_on != category:
@@ -79,14 +80,10 @@ def evaluate(ckpt_path, root, category: str, out_dir, device=None) -> dict:
         keep = np.array([i.label == 0 or i.defect == defect for i in items])
         metrics[f"image_auroc/{defect}"] = image_auroc(scores[keep], labels[keep])
     metrics["heatmap_vmax"] = vmax = viz.display_max(maps)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    with open(out / "scores.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "defect", "label", "score"])
-        for it, s in zip(items, scores):
-            w.writerow([str(it.path), it.defect, it.label, f"{s:.6g}"])
+    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
+    rows = [["path", "defect", "label", "score"]] + [[str(it.path), it.defect, it.label, f"{s:.6g}"]
+                                                      for it, s in zip(items, scores)]
+    write_text_atomic(out / "scores.csv", csv_text(rows))
     write_figures(out, images, masks, maps, scores, labels, items, vmax, metrics, (fpr, pro))
     return metrics
 

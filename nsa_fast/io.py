@@ -1,12 +1,15 @@
 """Image files in and out: decoding with clear errors, the MVTec folder layout."""
 from __future__ import annotations
 
+import csv
+import io
+import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, warn
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -34,6 +37,9 @@ def decode(path: str | Path) -> np.ndarray:
         raise InputError(f"cannot decode the image {str(path)!r}: the file is missing, empty or "
                          "corrupt. Replace or remove it.")
     if img.dtype == np.uint16:
+        if img.max(initial=0) < 4096:
+            warn(f"{str(path)!r} is a 16-bit image whose values stay below 4096 (12-bit data?): its high byte, "
+                 "which nsa_fast reads, spans 0..15 grey levels only. Rescale such files to 8 bits first.")
         img = (img >> 8).astype(np.uint8)
     if img.dtype != np.uint8:
         raise InputError(f"{str(path)!r}: expected an 8- or 16-bit image, got {img.dtype}.")
@@ -64,10 +70,53 @@ def read_image(path: str | Path, channels: int = 3, size: int | None = None) -> 
     return convert(decode(path), channels, size)
 
 
+def output_folder(path: str | Path, flag: str = "--out") -> Path:
+    """The folder a command writes to, made and checked before any work is done."""
+    if not str(path).strip():
+        raise InputError(f"{flag} is empty; name the folder to write to.")
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{flag} {str(path)!r} is a file, not a folder; choose another {flag}.")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise InputError(f"cannot write to {flag} {str(path)!r} ({err.strerror or err}); choose a writable folder.") from err
+    return path
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write a file whole or not at all (a temporary name, then a rename); an OSError names the
+    file, so that a full disk or a read-only folder is reported with its path."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OSError(err.errno, err.strerror, str(path)) from err
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode())
+
+
+def csv_text(rows: list[list]) -> str:
+    """Rows as CSV text (for write_text_atomic)."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue()
+
+
 def write_image(path: str | Path, img: np.ndarray) -> None:
-    """Write a uint8 RGB or grayscale image (PNG by suffix)."""
+    """Write a uint8 RGB or grayscale image (format by suffix, PNG for figures), atomically."""
     img = np.asarray(img)
     if img.ndim == 3 and img.shape[2] == 3:
         img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
-    if not cv2.imwrite(str(path), img):
-        raise OSError(f"could not write {str(path)!r}: check that the folder exists and is writable.")
+    ok, buf = cv2.imencode(Path(path).suffix or ".png", img)
+    if not ok:
+        raise InputError(f"OpenCV cannot encode an image as {Path(path).suffix!r} for {str(path)!r}; use .png.")
+    write_bytes_atomic(path, buf.tobytes())

@@ -12,7 +12,6 @@ Exit codes: 0 success, 2 bad input.
 from __future__ import annotations
 
 import contextlib
-import csv
 import io
 import os
 import sys
@@ -23,7 +22,7 @@ import torch
 from . import cli
 from .cli import Parser
 from .errors import InputError, NsaError, warn
-from .io import IMAGE_SUFFIXES, list_images
+from .io import IMAGE_SUFFIXES, csv_text, list_images, output_folder, write_text_atomic
 
 
 HEATMAP_SUFFIX = "_heatmap.png"
@@ -54,7 +53,12 @@ def heatmap_names(files: list[Path]) -> list[Path]:
     """Output paths relative to the output folder, one per input and all distinct: each file's
     path below the inputs' common folder, with ``_heatmap.png`` for its suffix."""
     base = Path(os.path.commonpath([str(f.parent) for f in files]))
-    return [f.parent.relative_to(base) / f"{f.stem}{HEATMAP_SUFFIX}" for f in files]
+    names = [f.parent.relative_to(base) / f"{f.stem}{HEATMAP_SUFFIX}" for f in files]
+    seen: dict[Path, int] = {}
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+    # 000.png and 000.jpg in one folder: keep the suffix in the name
+    return [n if seen[n] == 1 else n.with_name(f"{f.name}{HEATMAP_SUFFIX}") for n, f in zip(names, files)]
 
 
 class MapModel(torch.nn.Module):
@@ -90,8 +94,8 @@ def predict(ckpt, paths: list[str], out_dir, device=None) -> list[tuple[Path, fl
     from .viz import display_max, heatmap_overlay
 
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    out = output_folder(out_dir)
     model, preset, _ = load_model(ckpt, device)
-    out = Path(out_dir)
     files = collect(paths, exclude=out)
     images = load_images(files, preset, eval_size(preset))
     maps = anomaly_maps(model, images, preset, device)
@@ -101,10 +105,8 @@ def predict(ckpt, paths: list[str], out_dir, device=None) -> list[tuple[Path, fl
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         write_image(out / name, heatmap_overlay(img, m, vmax))
         rows.append((f, float(m.mean()), float(m.max()), name))
-    with open(out / "scores.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["path", "score", "max", "heatmap"])
-        w.writerows([(str(f), f"{s:.6g}", f"{mx:.6g}", str(name)) for f, s, mx, name in rows])
+    write_text_atomic(out / "scores.csv", csv_text([["path", "score", "max", "heatmap"]] + [
+        [str(f), f"{s:.6g}", f"{mx:.6g}", str(name)] for f, s, mx, name in rows]))
     return [r[:3] for r in rows]
 
 
@@ -126,9 +128,9 @@ def _main(argv) -> int:
     if a.export:
         if a.paths:
             warn(f"--export onnx writes the model only; the {len(a.paths)} image path(s) given are ignored")
+        out = output_folder(a.out)
         model, preset, _ = load_model(a.checkpoint, torch.device("cpu"))
-        Path(a.out).mkdir(parents=True, exist_ok=True)
-        print(f"wrote {export_onnx(model, preset, Path(a.out) / 'model.onnx')}")
+        print(f"wrote {export_onnx(model, preset, out / 'model.onnx')}")
         return 0
     if not a.paths:
         raise InputError("give images or folders to predict on (or --export onnx).")

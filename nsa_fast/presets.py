@@ -110,15 +110,12 @@ def _validate(p: Preset) -> None:
     need(shape > 0 and scale > 0 and 0 <= offset < 0.5,
          f"gamma must be (shape > 0, scale > 0, offset in [0, 0.5)), got {p.gamma}")
     need(p.resize_clip in RESIZE_CLIPS, f"resize_clip must be one of {RESIZE_CLIPS}, got {p.resize_clip!r}")
-    need(p.max_tries >= 1, f"max_tries must be >= 1, got {p.max_tries}")
-    need(p.min_mask_pixels >= 0, f"min_mask_pixels must be >= 0, got {p.min_mask_pixels}")
-    need(0 <= p.label_tol <= 255, f"label_tol must be 0..255 grey levels, got {p.label_tol}")
-    need(p.ensure_label >= 0, f"ensure_label must be >= 0, got {p.ensure_label}")
     need(0 <= p.rotation <= 180, f"rotation must be 0..180 degrees, got {p.rotation}")
     need(p.channels in (1, 3), f"channels must be 1 or 3, got {p.channels}")
     need(p.normalize in NORMALIZE, f"normalize must be one of {NORMALIZE}, got {p.normalize!r}")
     need(not (p.channels == 1 and p.normalize == "imagenet"),
          "channels=1 needs normalize=none: the ImageNet statistics are for 3 channels (add --set normalize=none)")
+    need(p.image_size >= MIN_SIDE, f"image_size must be at least {MIN_SIDE} pixels, got {p.image_size}")
     need(p.crop >= MIN_SIDE, f"crop must be at least {MIN_SIDE} pixels, got {p.crop}")
     need(p.crop <= p.image_size, f"crop {p.crop} is larger than image_size {p.image_size}")
     if p.center_crop is not None:
@@ -126,6 +123,11 @@ def _validate(p: Preset) -> None:
              f"center_crop ({p.center_crop}) must lie between crop ({p.crop}) and image_size "
              f"({p.image_size}); set it too, e.g. --set center_crop={min(max(p.crop, p.center_crop), p.image_size)}, "
              "or --set center_crop=none for no centre crop")
+    need(1 <= p.max_tries <= 10_000, f"max_tries must be 1..10000, got {p.max_tries}")
+    need(0 <= p.min_mask_pixels < p.crop * p.crop,
+         f"min_mask_pixels must be below the crop's {p.crop * p.crop} pixels, got {p.min_mask_pixels}")
+    need(0 <= p.label_tol <= 254, f"label_tol must be 0..254 grey levels (a change must exceed it), got {p.label_tol}")
+    need(0 <= p.ensure_label <= 100, f"ensure_label must be 0..100 extra attempts, got {p.ensure_label}")
 
 
 def check_trainable(p: Preset) -> None:
@@ -147,6 +149,7 @@ def _coerce(name: str, value: Any) -> Any:
             return None
         hint = next(a for a in args if a is not type(None))
         origin, args = typing.get_origin(hint), typing.get_args(hint)
+    raw = value
     want = {int: "an integer", float: "a number", bool: "true or false", str: "text"}.get(
         hint, f"{len(args)} numbers separated by commas" if origin is tuple else str(hint))
     try:
@@ -172,8 +175,8 @@ def _coerce(name: str, value: Any) -> Any:
                 raise ValueError(want)
             return float(value)
         return str(value)
-    except (ValueError, TypeError, json.JSONDecodeError):
-        raise PresetError(f"preset field {name!r}: expected {want}, got {value!r}.") from None
+    except (ValueError, TypeError, OverflowError, json.JSONDecodeError):
+        raise PresetError(f"preset field {name!r}: expected {want}, got {raw!r}.") from None
 
 
 OBJECTS = ("bottle", "cable", "capsule", "hazelnut", "metal_nut", "pill", "screw", "toothbrush",
@@ -232,9 +235,16 @@ def get_preset(name: str) -> Preset:
 def load_overrides(path: str | Path) -> dict[str, Any]:
     """Read a JSON or YAML mapping of preset fields to values."""
     path = Path(path)
+    if path.is_dir():
+        raise PresetError(f"preset file {str(path)!r} is a folder; pass a .json or .yaml file.")
     if not path.is_file():
         raise PresetError(f"preset file {str(path)!r} does not exist; pass a .json or .yaml file.")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise PresetError(f"preset file {str(path)!r} is not text (UTF-8); pass a .json or .yaml file.") from None
+    if not text.strip():
+        raise PresetError(f"preset file {str(path)!r} is empty; write a mapping such as {{\"n_max\": 4}}.")
     if path.suffix.lower() in (".yaml", ".yml"):
         import yaml
 

@@ -16,6 +16,10 @@ from .errors import NsaError
 RUN_FILES = ("last.pt", "last.pt.tmp", "log.csv", "config.json")
 RUN_GLOBS = ("grid_epoch*.png",)
 RUN_DIRS = ("eval", "tb")
+# A folder holds a run once a run has produced something of value: a checkpoint, a grid or an
+# evaluation. config.json, log.csv and tb/ alone are what a run leaves when it stops before its
+# first checkpoint; a new run replaces them.
+PROGRESS = ("last.pt", "grid_epoch*.png", "eval")
 # Settings a resumed run may change: where and how fast it runs, how long, what it writes.
 # Everything else (task, label, class, preset, batch, learning rate, seed) shapes the model.
 FREE_ON_RESUME = frozenset({"data", "out", "epochs", "stop_after", "workers", "grid_every", "evaluate", "device",
@@ -30,36 +34,50 @@ def run_files(out: Path) -> list[Path]:
     return found + [out / d for d in RUN_DIRS if (out / d).exists()]
 
 
-def prepare(out: Path, resume: bool, overwrite: bool) -> None:
-    """Check that ``out`` can take this run, before anything is trained or written.
+def holds_a_run(out: Path) -> bool:
+    return out.is_dir() and any(next(out.glob(p), None) is not None for p in PROGRESS)
+
+
+def check(out: Path, resume: bool, overwrite: bool) -> None:
+    """Check that ``out`` can take this run, before anything is read, trained or changed.
 
     Refuses a file where the folder should be, ``--resume`` without a checkpoint, a folder that
-    holds another run (unless ``--overwrite``, which deletes that run's files and nothing else)
-    and a folder that cannot be written.
+    holds another run (unless ``--overwrite``) and a folder that cannot be written.
     """
     if resume and overwrite:
         raise NsaError("--resume and --overwrite contradict each other: --resume continues the run in --out, "
                        "--overwrite deletes it. Choose one.")
     if out.exists() and not out.is_dir():
         raise NsaError(f"--out {str(out)!r} is a file, not a folder; choose another --out.")
-    found = run_files(out) if out.is_dir() else []
     if resume:
         if not (out / "last.pt").is_file():
             raise NsaError(f"--resume: there is no checkpoint {str(out / 'last.pt')!r} to continue from. Drop "
                            "--resume to start a new run there, or point --out at the run to continue.")
-    elif found:
-        if not overwrite:
-            names = ", ".join(p.name for p in found[:4]) + (", ..." if len(found) > 4 else "")
-            raise NsaError(f"--out {str(out)!r} already holds a run ({names}). Add --resume to continue it, "
-                           "--overwrite to delete it and start again, or choose another --out.")
-        for p in found:
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    elif holds_a_run(out) and not overwrite:
+        names = ", ".join(p.name for p in run_files(out)[:4]) + (", ..." if len(run_files(out)) > 4 else "")
+        raise NsaError(f"--out {str(out)!r} already holds a run ({names}). Add --resume to continue it, "
+                       "--overwrite to delete it and start again, or choose another --out.")
+    probe = out
+    while not probe.exists():  # the nearest existing folder must be writable for out to be made
+        probe = probe.parent
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".write-test-"):
             pass
     except OSError as err:
         raise NsaError(f"cannot write to --out {str(out)!r} ({err.strerror or err}); choose a writable folder.") from err
+
+
+def prepare(out: Path, resume: bool) -> None:
+    """Make ``out`` ready once every check has passed: a new run first deletes the files of the
+    run there (which ``check`` allowed: --overwrite, or leftovers of a run that never reached
+    its first checkpoint) and nothing else."""
+    if not resume:
+        for p in run_files(out) if out.is_dir() else []:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise NsaError(f"cannot make the folder --out {str(out)!r} ({err.strerror or err}); choose another.") from err
 
 
 def check_resume(saved: dict, config: dict, preset: dict, done_epochs: int) -> None:

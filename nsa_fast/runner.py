@@ -92,6 +92,24 @@ def _categories(text: str, root: Path) -> list[str]:
     return cats
 
 
+RUNNER_SETS = ("--data", "--category", "--seed", "--out", "--resume", "--overwrite", "--no-eval")
+
+
+def _train_args(extra: list[str], data: str, cats: list[str]) -> list[str]:
+    """The arguments passed through to every training run: none that the runner sets itself, and
+    all of them valid for every class (checked by the trainer's own parser before the first run)."""
+    clash = [a for a in extra if a.split("=")[0] in RUNNER_SETS]
+    if clash:
+        raise NsaError(f"{', '.join(clash)} after -- would override what the runner sets for each run (data, class, "
+                       f"seed, folder, resuming, evaluation); use the runner's own --data, --categories, --seeds "
+                       f"and --out instead.")
+    from .train import parse_args
+
+    for cat in cats:
+        parse_args(["--data", data, "--category", cat, "--out", "x", *extra])  # exits 2 with the message
+    return extra
+
+
 def main(argv=None) -> int:
     return cli.run(_main, argv)
 
@@ -112,7 +130,11 @@ def _main(argv) -> int:
     from .train import main as train_main
 
     seeds = _seeds(a.seeds)
-    cats = _categories(a.categories, resolve_root(a.data))
+    root = resolve_root(a.data)
+    if not root.is_dir():
+        raise NsaError(f"--data {a.data!r}: no such folder; pass the dataset root that holds the class folders.")
+    cats = _categories(a.categories, root)
+    extra = _train_args(extra, a.data, cats)
     out = Path(a.out)
     results: dict[str, list[dict]] = {}
     for cat in cats:
@@ -121,9 +143,9 @@ def _main(argv) -> int:
             resume = ["--resume"] if (run / "last.pt").is_file() else []  # an interrupted table picks up
             rc = train_main(["--data", a.data, "--category", cat, "--seed", str(seed), "--out", str(run),
                              *resume, *extra])
-            if rc != 0:
-                print(f"error: run {cat} seed {seed} failed (exit {rc}); its files are in {str(run)!r}",
-                      file=sys.stderr)
+            if rc != 0:  # the trainer has said why
+                print(f"runner: stopped at class {cat}, seed {seed}; the runs before it are kept in {str(out)!r} "
+                      "and resume when the runner is started again", file=sys.stderr)
                 return 1 if rc != 2 else 2
             metrics = json.loads((run / "eval" / "metrics.json").read_text())
             results.setdefault(cat, []).append(metrics)

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import cli
 from .blend.opencv import Synthetic, execute_plan
-from .cli import Parser, non_negative_int, positive_int
+from .cli import Parser, positive_int, seed_int
 from .errors import InputError, check_image
 from .presets import LABEL_MODES, Preset, add_preset_args, resolve_preset
 from .sampler import Stats, Task, TASKS, get_task, object_mask, sample_plan
@@ -190,7 +190,7 @@ def _main(argv) -> int:
                     help="number of samples; more than the training images draws further epochs")
     ap.add_argument("--task", default="nsa", choices=sorted(TASKS), help="self-supervised task")
     ap.add_argument("--label", choices=LABEL_MODES, help="label mode (default: the task's)")
-    ap.add_argument("--seed", type=non_negative_int, default=0, help="seeds every sample")
+    ap.add_argument("--seed", type=seed_int, default=0, help="seeds every sample")
     ap.add_argument("--solver", choices=SOLVER_NAMES,
                     help="make the samples with the batched executor and this Poisson solver (CUDA "
                          "kernels on a GPU) instead of OpenCV's seamlessClone (the default)")

@@ -24,10 +24,11 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint, cli, rundir
-from .cli import Parser, non_negative_int, positive_float, positive_int
-from .errors import NsaError
+from .cli import Parser, positive_float, positive_int, seed_int, worker_count
+from .errors import NsaError, warn
+from .io import write_text_atomic
 from .model import EncoderDecoder, normalize
-from .presets import LABEL_MODES, Preset, add_preset_args, check_trainable, resolve_preset
+from .presets import LABEL_MODES, Preset, add_preset_args, check_trainable, get_preset, resolve_preset
 from .blend.solvers import SOLVER_NAMES
 from .pipelines import to_training_device
 from .progress import Logger, stats_row
@@ -59,8 +60,9 @@ class TrainConfig:
     evaluate: bool = True
 
 
-def parse_args(argv=None) -> tuple[TrainConfig, Preset, bool, bool]:
-    """The resolved configuration and preset, and the --resume and --overwrite flags."""
+def parse_args(argv=None) -> tuple[TrainConfig, Preset, bool, bool, bool]:
+    """The resolved configuration and preset, the --resume and --overwrite flags, and whether the
+    number of epochs was asked for (a resumed run keeps its own otherwise)."""
     ap = Parser(prog="python -m nsa_fast.train", description=__doc__)
     ap.add_argument("--data", required=True, help="dataset root (MVTec layout) or 'demo'")
     ap.add_argument("--out", default=None, help="output folder (default runs/CATEGORY-TASK-LABEL-sSEED)")
@@ -71,8 +73,8 @@ def parse_args(argv=None) -> tuple[TrainConfig, Preset, bool, bool]:
     ap.add_argument("--epochs", type=positive_int, help="epochs (default: the preset's, e.g. 320)")
     ap.add_argument("--batch-size", type=positive_int, default=64, help="images a step (at least 2: batch norm)")
     ap.add_argument("--lr", type=positive_float, default=1e-3, help="Adam's learning rate")
-    ap.add_argument("--seed", type=non_negative_int, default=0, help="seeds the weights and every sample")
-    ap.add_argument("--workers", type=non_negative_int, default=min(8, os.cpu_count() or 1),
+    ap.add_argument("--seed", type=seed_int, default=0, help="seeds the weights and every sample")
+    ap.add_argument("--workers", type=worker_count, default=min(8, os.cpu_count() or 1),
                     help="CPU workers making synthetic anomalies (without --gpu-blend); 0: in the main process")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                     help="where the network trains (auto: CUDA when visible)")
@@ -100,6 +102,7 @@ def parse_args(argv=None) -> tuple[TrainConfig, Preset, bool, bool]:
         ap.error(f"--batch-size must be at least 2 (batch norm needs two images a step), got {a.batch_size}")
     preset = resolve_preset(a)
     check_trainable(preset)
+    epochs_given = a.epochs is not None or preset.epochs != get_preset(preset.name).epochs
     if a.epochs is not None:
         preset = preset.replace(epochs=a.epochs)
     label = a.label or get_task(a.task).default_label
@@ -110,7 +113,7 @@ def parse_args(argv=None) -> tuple[TrainConfig, Preset, bool, bool]:
                       grid_every=a.grid_every, amp=a.amp, device=a.device, loader=a.loader,
                       solver=a.solver, steps_per_epoch=a.steps_per_epoch,
                       stop_after=a.stop_after, evaluate=not a.no_eval)
-    return cfg, preset, a.resume, a.overwrite
+    return cfg, preset, a.resume, a.overwrite, epochs_given
 
 
 def pick_device(cfg: TrainConfig, local_rank: int) -> torch.device:
@@ -131,6 +134,8 @@ def pick_device(cfg: TrainConfig, local_rank: int) -> torch.device:
 
 def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     """bf16 only where the GPU computes it fast (sm_80 and newer); fp32 on Pascal and the CPU."""
+    if cfg.amp == "bf16" and device.type != "cuda":
+        warn("--amp bf16 applies on a GPU; training on the CPU runs in fp32")
     if cfg.amp == "off" or device.type != "cuda":
         return None
     fast_bf16 = torch.cuda.get_device_capability(device)[0] >= 8
@@ -154,12 +159,29 @@ def build_pipeline(cfg: TrainConfig, preset: Preset, files: list, device, rank, 
         return DaliPipeline(files, preset, cfg.task, cfg.label, cfg.seed, cfg.batch_size, dev,
                             solver=pick_solver(cfg.solver, dev), rank=rank, world=world, workers=cfg.workers)
     images = load_images(files, preset, preset.image_size)
+    check_anomalies(images, preset, cfg)
     if batched:
         blend_dev = device if cfg.gpu_blend else torch.device(cfg.blend_device)
         return BatchedPipeline(images, preset, cfg.task, cfg.label, cfg.seed, cfg.batch_size, blend_dev,
                                solver=pick_solver(cfg.solver, blend_dev), rank=rank, world=world)
     return CpuPipeline(images, preset, cfg.task, cfg.label, cfg.seed, cfg.batch_size, cfg.workers, device,
                        rank=rank, world=world)
+
+
+TRIAL_SAMPLES = 8
+
+
+def check_anomalies(images, preset: Preset, cfg: TrainConfig) -> None:
+    """Make a few samples before training: settings under which no patch survives (every label
+    empty) would train a network to predict nothing and report it as a success."""
+    from .synth import SyntheticDataset
+
+    ds = SyntheticDataset(list(images), preset, cfg.task, cfg.label, cfg.seed)
+    n = min(TRIAL_SAMPLES, len(ds))
+    if not any(ds[(0, i)]["label"].any() for i in range(n)):
+        raise NsaError(f"no synthetic anomaly in {n} trial samples with these settings ({ds.stats.summary()}): "
+                       "every patch was skipped or left no label. Check the preset's fields (--set) against the "
+                       "images: patch sizes, min_mask_pixels, label_tol, t_object, t_overlap, background.")
 
 
 def loss_fn(logits: torch.Tensor, labels: torch.Tensor, label_mode: str) -> torch.Tensor:
@@ -295,15 +317,18 @@ def check_schedule(pipeline, cfg: TrainConfig, n_images: int, world: int) -> int
 
 
 def check_test_set(root: Path, cfg: TrainConfig, preset: Preset) -> bool:
-    """Whether the run will be evaluated; a broken test set is reported now, not after training."""
+    """Whether the run will be evaluated; a broken test set (an image that does not decode, grey
+    and colour mixed, a mask missing or of the wrong size) is reported now, not after training."""
     if not cfg.evaluate:
         return False
     if not (Path(root) / cfg.category / "test").is_dir():
         print(f"note: no test set under {Path(root) / cfg.category}; the run will not be evaluated")
         return False
-    from .data import eval_size, load_masks, test_items
+    from .data import eval_size, load_images, load_masks, test_items
 
-    load_masks(test_items(root, cfg.category), eval_size(preset))
+    items = test_items(root, cfg.category)
+    load_images([i.path for i in items], preset, eval_size(preset))
+    load_masks(items, eval_size(preset))
     return True
 
 
@@ -312,7 +337,7 @@ def main(argv=None) -> int:
 
 
 def _main(argv) -> int:
-    cfg, preset, resume, overwrite = parse_args(argv)
+    cfg, preset, resume, overwrite, epochs_given = parse_args(argv)
     rank, world, local = setup_distributed(cfg)
     device = pick_device(cfg, local)
     from .data import train_files
@@ -320,19 +345,27 @@ def _main(argv) -> int:
 
     out = Path(cfg.out)
     if rank == 0:
-        rundir.prepare(out, resume, overwrite)
+        rundir.check(out, resume, overwrite)  # before anything is read: nothing changes yet
+    saved = checkpoint.load(out / "last.pt") if resume else None
+    if saved is not None:
+        if not epochs_given:  # resuming continues the run as it was, unless asked for more epochs
+            cfg = dataclasses.replace(cfg, epochs=saved["config"]["epochs"])
+            preset = preset.replace(epochs=cfg.epochs)
+        rundir.check_resume(saved, dataclasses.asdict(cfg), preset.to_dict(), saved["epoch"] + 1)
     root = resolve_root(cfg.data)
     files = train_files(root, cfg.category)
     evaluate = check_test_set(root, cfg, preset)
     pipeline = build_pipeline(cfg, preset, files, device, rank, world)
     steps = check_schedule(pipeline, cfg, len(files), world)
+    if rank == 0:
+        rundir.prepare(out, resume)  # every check passed: only now may an old run's files go
     model, opt, sched = build_model(cfg, preset, device)
-    start, step = continue_run(out, cfg, preset, model, opt, sched, rank) if resume else (0, 0)
+    start, step = continue_run(saved, cfg, model, opt, sched, rank) if saved is not None else (0, 0)
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local] if device.type == "cuda" else None)
     if rank == 0:
-        (out / "config.json").write_text(json.dumps({"config": dataclasses.asdict(cfg), "preset": preset.to_dict(),
-                                                     "world_size": world, "device": str(device)}, indent=2))
+        write_text_atomic(out / "config.json", json.dumps({"config": dataclasses.asdict(cfg), "preset": preset.to_dict(),
+                                                           "world_size": world, "device": str(device)}, indent=2))
     logger = Logger(out, cfg.epochs, steps, start, step, enabled=rank == 0)
     end = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, start + cfg.stop_after)
     if start >= cfg.epochs and rank == 0:
@@ -345,6 +378,9 @@ def _main(argv) -> int:
         sched.step()
         stats = all_ranks(res.stats, device, world)
         total += stats
+        if stats.accepted == 0 and rank == 0:
+            warn(f"epoch {epoch + 1} made no synthetic anomaly: {stats.summary()}. The network learns to predict "
+                 "empty maps; check the preset (--set) against the images.")
         if rank == 0:
             checkpoint.save_atomic(make_state(model, opt, sched, epoch, step, cfg, preset), out / "last.pt")
             logger.epoch({"epoch": epoch, "step": step, "loss": res.loss, "lr": lr, "samples_per_s": res.samples_per_s,
@@ -379,10 +415,8 @@ def build_model(cfg: TrainConfig, preset: Preset, device: torch.device):
     return model, opt, sched
 
 
-def continue_run(out: Path, cfg: TrainConfig, preset: Preset, model, opt, sched, rank: int) -> tuple[int, int]:
-    """Resume OUT/last.pt after checking that its settings are the command's; (start epoch, step)."""
-    saved = checkpoint.load(out / "last.pt")
-    rundir.check_resume(saved, dataclasses.asdict(cfg), preset.to_dict(), saved["epoch"] + 1)
+def continue_run(saved: dict, cfg: TrainConfig, model, opt, sched, rank: int) -> tuple[int, int]:
+    """Resume a checked checkpoint (see rundir.check_resume); (start epoch, step)."""
     start, step = resume_from(saved, model, opt, sched)
     new_lr = rundir.extend_schedule(sched, cfg.epochs)
     if new_lr is not None and rank == 0:

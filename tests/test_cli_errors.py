@@ -103,14 +103,26 @@ def T(w, *extra, out=None, data=None, category="demo"):
 
 
 TRAIN_CASES = [
-    (["--batch-size", "0"], r"--batch-size: expected a positive integer, got '0'"),
-    (["--batch-size", "-2"], r"--batch-size: expected a positive integer, got '-2'"),
+    (["--batch-size", "0"], r"--batch-size: expected a positive integer up to 1,000,000, got '0'"),
+    (["--batch-size", "-2"], r"--batch-size: expected a positive integer up to 1,000,000, got '-2'"),
     (["--batch-size", "1"], r"--batch-size must be at least 2"),
     (["--grid-every", "0"], r"--grid-every: expected a positive integer"),
-    (["--workers", "-1"], r"--workers: expected a non-negative integer"),
-    (["--lr", "-1"], r"--lr: expected a positive number"),
-    (["--lr", "nan"], r"--lr: expected a positive number"),
-    (["--seed", "-1"], r"--seed: expected a non-negative integer"),
+    (["--workers", "-1"], r"--workers: expected a non-negative integer up to 256"),
+    (["--lr", "-1"], r"--lr: expected a positive number up to 10, got '-1'"),
+    (["--lr", "nan"], r"--lr: expected a positive number up to 10, got 'nan'"),
+    (["--lr", "1e99"], r"--lr: expected a positive number up to 10, got '1e99'"),
+    (["--seed", "99999999999999999999"], r"--seed: expected a non-negative integer up to 4,294,967,295"),
+    (["--workers", "99999999999999999999"], r"--workers: expected a non-negative integer up to 256"),
+    (["--epochs", "99999999999999999999"], r"--epochs: expected a positive integer up to 1,000,000"),
+    (["--set", "n_max=Infinity"], r"preset field 'n_max': expected an integer, got 'Infinity'"),
+    (["--set", "n_max=1e400"], r"preset field 'n_max': expected an integer"),
+    (["--set", "image_size=0"], r"image_size must be at least 32 pixels, got 0"),
+    (["--set", "label_tol=255"], r"label_tol must be 0..254"),
+    (["--set", "ensure_label=1000000000"], r"ensure_label must be 0..100"),
+    (["--set", "min_mask_pixels=1000000000"], r"min_mask_pixels must be below the crop's 4096 pixels"),
+    (["--set", "half_h=0.03,0.06", "--set", "half_w=0.03,0.06"],
+     r"no synthetic anomaly in 8 trial samples .*accepted 0, skipped \d+ \(small_mask \d+\)"),
+    (["--seed", "-1"], r"--seed: expected a non-negative integer up to 4,294,967,295"),
     (["--epochs", "0"], r"--epochs: expected a positive integer"),
     (["--steps-per-epoch", "0"], r"--steps-per-epoch: expected a positive integer"),
     (["--stop-after", "0"], r"--stop-after: expected a positive integer"),
@@ -119,7 +131,7 @@ TRAIN_CASES = [
     (["--set", "n_max=abc"], r"preset field 'n_max': expected an integer, got 'abc'"),
     (["--set", "t_object=5"], r"t_object must be a share in \[0, 1\), got 5"),
     (["--set", "t_overlap=-1"], r"t_overlap must be a share"),
-    (["--set", "label_tol=-3"], r"label_tol must be 0..255"),
+    (["--set", "label_tol=-3"], r"label_tol must be 0..254"),
     (["--set", "logistic=0,0"], r"logistic must be \(k, y0\) with k > 0"),
     (["--set", "rotation=1e9"], r"rotation must be 0..180 degrees"),
     (["--set", "kind=banana"], r"kind must be one of"),
@@ -215,9 +227,9 @@ def test_evaluate_and_predict_refuse_bad_checkpoints_and_data(world, capsys, tmp
 
 
 SYNTH_CASES = [
-    (["-n", "0"], r"-n/--num: expected a positive integer, got '0'"),
-    (["--num", "-3"], r"expected a positive integer, got '-3'"),
-    (["--seed", "-1"], r"--seed: expected a non-negative integer"),
+    (["-n", "0"], r"-n/--num: expected a positive integer up to 1,000,000, got '0'"),
+    (["--num", "-3"], r"expected a positive integer up to 1,000,000, got '-3'"),
+    (["--seed", "-1"], r"--seed: expected a non-negative integer up to 4,294,967,295"),
     (["--set", "crop=0"], r"crop must be at least 32 pixels, got 0"),
     (["--task", "bogus"], r"--task: invalid choice"),
 ]
@@ -273,3 +285,69 @@ def test_the_real_entry_points_refuse_the_same_way(module, argv, match, tmp_path
     assert run.returncode == 2 and "Traceback" not in run.stderr
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], run.stderr
+
+
+def test_overwrite_checks_everything_before_deleting_the_old_run(world, capsys, tmp_path):
+    run = _copy_run(world, tmp_path)
+    refused(capsys, train.main, T(world, "--overwrite", "--preset", "demo", category="dmeo", out=run),
+            r"no class folder", watch=[run])
+    refused(capsys, train.main, T(world, "--overwrite", data=str(world["base"] / "broken"), out=run),
+            r"mask .* is 10x10", watch=[run])
+
+
+def test_a_run_stopped_before_its_first_checkpoint_can_simply_be_run_again(world, capsys, tmp_path):
+    out = tmp_path / "stopped"
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    (out / "log.csv").write_text("epoch,step,loss\n")
+    assert train.main(T(world, "--no-eval", out=out)) == 0
+    assert (out / "last.pt").is_file() and len((out / "log.csv").read_text().splitlines()) == 2
+
+
+def test_runner_refuses_train_args_it_sets_itself_or_that_are_wrong(world, capsys, tmp_path):
+    base = ["--data", world["root"], "--categories", "demo", "--seeds", "0,1", "--out", str(tmp_path / "t"), "--"]
+    refused(capsys, runner.main, [*base, "--seed", "3"], r"--seed after -- would override")
+    refused(capsys, runner.main, [*base, "--no-eval"], r"--no-eval after -- would override")
+    refused(capsys, runner.main, [*base, "--batch-size", "0"], r"--batch-size: expected a positive integer")
+    refused(capsys, runner.main, [*base, "--bogus"], r"unrecognized arguments: --bogus")
+    refused(capsys, runner.main, ["--data", str(tmp_path / "nowhere"), "--categories", "demo", "--out",
+                                  str(tmp_path / "t")], r"--data .*nowhere': no such folder")
+    assert not (tmp_path / "t").exists()
+
+
+def test_checkpoint_messages_name_the_file_and_not_torchs_unsafe_advice(world, capsys, tmp_path):
+    torch.save({"x": {1, 2}}, tmp_path / "obj.pt")  # a set: not loadable with weights_only=True
+    line = refused(capsys, evaluate.main, ["--checkpoint", str(tmp_path / "obj.pt"), "--data", world["root"],
+                                           "--category", "demo", "--out", str(tmp_path / "e")], r"obj\.pt")
+    assert "weights_only=False" not in line and "trust" not in line
+    # a run folder stands for its last.pt
+    assert evaluate.main(["--checkpoint", world["run"], "--data", world["root"], "--category", "demo", "--out",
+                          str(tmp_path / "e2")]) == 0
+    refused(capsys, evaluate.main, ["--checkpoint", world["run"], "--data", world["root"], "--category", "demo",
+                                    "--out", ""], r"--out is empty")
+
+
+def test_preset_files_that_are_not_text_empty_or_folders(world, capsys, tmp_path):
+    (tmp_path / "binary.json").write_bytes(b"\xff\xfe\x00")
+    (tmp_path / "empty.yaml").write_text("")
+    for f, match in ((tmp_path / "binary.json", r"is not text \(UTF-8\)"), (tmp_path / "empty.yaml", r"is empty"),
+                     (tmp_path, r"is a folder")):
+        refused(capsys, train.main, T(world, "--preset-file", str(f), out=tmp_path / "x"), match)
+
+
+def test_only_rank_0_of_a_torchrun_job_prints_the_error(world, capsys, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    assert train.main(T(world, "--batch-size", "1")) == 2
+    assert train.main(T(world, "--preset", "demo", category="nope")) == 2
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("RANK", "0")
+    assert train.main(T(world, "--preset", "demo", category="nope")) == 2
+    assert capsys.readouterr().err.startswith("error: no class folder")
+
+
+def test_a_test_image_that_does_not_decode_is_found_before_training(world, capsys, tmp_path):
+    data = tmp_path / "d"
+    shutil.copytree(Path(world["root"]) / "demo", data / "demo")
+    (data / "demo" / "test" / "good" / "zzz.png").write_bytes(b"not a png")
+    refused(capsys, train.main, T(world, data=str(data), out=tmp_path / "r"), r"cannot decode the image .*zzz\.png")
+    assert not (tmp_path / "r" / "last.pt").exists()

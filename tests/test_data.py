@@ -103,3 +103,49 @@ def test_grayscale_and_16_bit_and_alpha_are_read(tmp_path):
 def test_trainer_reports_bad_data_with_exit_code_2(tmp_path, capsys):
     rc = train_main(["--data", str(tmp_path), "--category", "nothing", "--out", str(tmp_path / "o")])
     assert rc == 2 and "no class folder" in capsys.readouterr().err
+
+
+def test_jpeg_masks_and_12_bit_images_are_named(tmp_path, capsys):
+    from nsa_fast.data import load_masks, test_items
+    from nsa_fast.errors import _WARNED
+    from nsa_fast.io import decode
+
+    _WARNED.clear()
+    img = np.zeros((64, 64), np.uint16)
+    img[10:20] = 4000  # 12-bit data stored in a 16-bit file
+    cv2.imwrite(str(tmp_path / "deep.png"), img)
+    assert decode(tmp_path / "deep.png").max() == 4000 >> 8
+    assert "values stay below 4096 (12-bit data?)" in capsys.readouterr().err
+    root = tmp_path / "r" / "c"
+    for sub in ("test/good", "test/cut", "ground_truth/cut"):
+        (root / sub).mkdir(parents=True)
+    rgb = np.full((32, 32, 3), 128, np.uint8)
+    cv2.imwrite(str(root / "test/good/0.png"), rgb)
+    cv2.imwrite(str(root / "test/cut/0.png"), rgb)
+    m = np.zeros((32, 32), np.uint8)
+    m[8:16, 8:16] = 255
+    cv2.imwrite(str(root / "ground_truth/cut/0_mask.jpg"), m)
+    for _ in range(2):  # named once, however often the masks are read
+        load_masks(test_items(tmp_path / "r", "c"), 32)
+    err = capsys.readouterr().err
+    assert err.count("mask(s) are JPEG files") == 1 and "Store masks as PNG" in err
+
+
+def test_atomic_writes_name_the_file_and_leave_nothing_half_written(tmp_path, monkeypatch):
+    import errno
+    from pathlib import Path
+
+    from nsa_fast.io import write_text_atomic
+
+    write_text_atomic(tmp_path / "config.json", "old")
+
+    def full(self, data):
+        Path.open(self, "wb").write(data[:1])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(OSError) as err:
+        write_text_atomic(tmp_path / "config.json", "new contents")
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(tmp_path / "config.json")
+    monkeypatch.undo()
+    assert (tmp_path / "config.json").read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]

@@ -153,3 +153,17 @@ def test_predict_writes_one_heatmap_per_input_and_never_reads_its_own(trained, t
             assert len(rows) == n and not any(r["path"].endswith("_heatmap.png") for r in rows)
             assert len({r["heatmap"] for r in rows}) == n  # one heatmap per input, none overwritten
             assert all((out / r["heatmap"]).is_file() for r in rows)
+
+
+def test_predict_keeps_equal_stems_with_other_suffixes_apart(trained, tmp_path):
+    _, ckpt = trained
+    root, _ = trained
+    data = tmp_path / "in"
+    data.mkdir()
+    img = cv2.imread(str(root / "demo" / "test" / "good" / "000.png"))
+    cv2.imwrite(str(data / "000.png"), img)
+    cv2.imwrite(str(data / "000.jpg"), img)
+    assert predict_main(["--checkpoint", str(ckpt), str(data), "--out", str(tmp_path / "p")]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "p" / "scores.csv")))
+    assert sorted(r["heatmap"] for r in rows) == ["000.jpg_heatmap.png", "000.png_heatmap.png"]
+    assert all((tmp_path / "p" / r["heatmap"]).is_file() for r in rows)

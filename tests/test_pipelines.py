@@ -15,7 +15,7 @@ def test_prefetching_yields_exactly_the_batches_made_directly():
     streamed = list(pipe.epoch(1))
     direct = [pipe.make(1, b) for b in pipe.batches(1)]
     assert len(streamed) == len(direct) == 3
-    for (a, la), (b, lb) in zip(streamed, direct):
+    for (a, la, _), (b, lb, _) in zip(streamed, direct):
         assert torch.equal(a, b) and torch.equal(la, lb)
 
 
@@ -26,7 +26,8 @@ def test_cpu_workers_and_device_pipeline_agree():
     imgs = np.stack(objects_on_background(10, size=264))
     cpu = CpuPipeline(imgs, preset, "nsa", "logistic", 3, 5, 0, torch.device("cpu"))
     dev = BatchedPipeline(imgs, preset, "nsa", "logistic", 3, 5, torch.device("cpu"))
-    for (a, la), (b, lb) in zip(cpu.epoch(2), dev.epoch(2)):
+    for (a, la, sa), (b, lb, sb) in zip(cpu.epoch(2), dev.epoch(2)):
+        assert sa == sb and sa.samples == 5  # the same plans, counted alike
         assert a.shape == b.shape == (5, 256, 256, 3)
         assert (a.int() - b.int()).abs().max() <= 1
         assert (la == lb).float().mean() >= 0.999
@@ -77,7 +78,7 @@ def test_batches_of_every_pipeline_arrive_on_the_training_device(tmp_path):
         with FakeDevice() as dev:
             got = list(to_training_device(pipe.epoch(0), DEVICE))
             assert len(got) == len(pipe.batches(0)) > 0
-            for images, labels in got:
+            for images, labels, _ in got:
                 assert images.device == DEVICE and labels.device == DEVICE, type(pipe).__name__
             assert dev.h2d == 2 * len(got)  # two copies a batch: images and labels
 
@@ -113,7 +114,7 @@ def test_the_prefetch_thread_works_on_the_pipelines_gpu(monkeypatch):
         def __enter__(self): return self
         def __exit__(self, *a): pass
 
-    class Out:
+    class Out(torch.Tensor):  # a tensor as far as isinstance goes; records record_stream
         def record_stream(self, s): log.append(("record_stream", s.device))
 
     def set_device(d):  # torch's rule: a device without an index is refused
@@ -127,7 +128,7 @@ def test_the_prefetch_thread_works_on_the_pipelines_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "stream", Ctx)
     monkeypatch.setattr(torch.cuda, "current_stream", lambda d=None: Stream(d))
     worker = []
-    jobs = [lambda: worker.append((threading.get_ident(), getattr(current, "device", None))) or (Out(),)
+    jobs = [lambda: worker.append((threading.get_ident(), getattr(current, "device", None))) or (Out(), "stats")
             for _ in range(3)]
     out = list(pipelines.prefetched(jobs, torch.device("cuda")))  # no index: the current device, 1
     assert len(out) == 3

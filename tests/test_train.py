@@ -332,3 +332,32 @@ def test_synthetic_anomaly_counts_reach_log_csv(demo_root, tmp_path, pipeline):
         skipped = sum(int(r[k]) for k in r if k.startswith("skipped_"))
         assert tried >= 16 and accepted + skipped == tried  # 2 steps of 8 samples, at least a patch each
         assert 0 <= int(r["empty_labels"]) <= 16
+
+
+def test_resume_without_epochs_continues_the_run_as_it_was(demo_root, tmp_path, capsys):
+    common = ("--steps-per-epoch", "1", "--no-eval", "--workers", "0")
+    assert main(["--data", str(demo_root), "--category", "demo", "--out", str(tmp_path), *SMALL, "--epochs", "3",
+                 "--stop-after", "1", *common]) == 0
+    # no --epochs: not the preset's 40, the run's own 3
+    assert main(["--data", str(demo_root), "--category", "demo", "--out", str(tmp_path), *SMALL, "--resume",
+                 *common]) == 0
+    state = checkpoint.load(tmp_path / "last.pt")
+    assert state["epoch"] == 2 and state["scheduler"]["T_max"] == 3
+    assert "now spans" not in capsys.readouterr().out
+
+
+def test_bf16_on_the_cpu_is_named_a_no_op(demo_root, tmp_path, capsys):
+    rc = train(demo_root, tmp_path, "--epochs", "1", "--steps-per-epoch", "1", "--no-eval", "--workers", "0",
+               "--amp", "bf16")
+    assert rc == 0 and "warning: --amp bf16 applies on a GPU" in capsys.readouterr().err
+
+
+def test_an_epoch_without_anomalies_is_named(demo_root, tmp_path, capsys, monkeypatch):
+    # the trial before training passes, the epoch itself then makes none (DALI runs no trial)
+    import nsa_fast.train as tr
+
+    monkeypatch.setattr(tr, "check_anomalies", lambda *a: None)
+    rc = train(demo_root, tmp_path, "--epochs", "1", "--steps-per-epoch", "1", "--no-eval", "--workers", "0",
+               "--set", "half_h=0.03,0.06", "--set", "half_w=0.03,0.06")
+    assert rc == 0
+    assert "warning: epoch 1 made no synthetic anomaly: samples 8: patches tried" in capsys.readouterr().err

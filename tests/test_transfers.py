@@ -32,7 +32,7 @@ def test_one_batch_crosses_at_most_three_times(preset_name, masks, solver):
     with FakeDevice() as dev:
         pipe = pipeline(preset_name, DEVICE, solver, size)
         dev.reset()  # the image cache's one copy at start-up is not per batch
-        images, labels = pipe.make(1, pipe.batches(1)[0])
+        images, labels, _ = pipe.make(1, pipe.batches(1)[0])
         assert isinstance(images, torch.Tensor) and images.device == DEVICE and labels.device == DEVICE
         assert dev.h2d == 2, dev.events
         assert dev.d2h == masks, dev.events
@@ -40,7 +40,7 @@ def test_one_batch_crosses_at_most_three_times(preset_name, masks, solver):
     # the stand-in computed what the CPU twin computes: exactly with SOR (the same float32 sweeps);
     # the direct solve takes the GPU's float64 products there, so a pixel may differ by a grey level
     twin = pipeline(preset_name, torch.device("cpu"), solver, size)
-    want_i, want_l = twin.make(1, twin.batches(1)[0])
+    want_i, want_l, _ = twin.make(1, twin.batches(1)[0])
     got_i, got_l = host_data(images), host_data(labels)
     if solver is sor_solve:
         assert torch.equal(got_i, want_i) and torch.equal(got_l, want_l)
