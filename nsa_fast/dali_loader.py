@@ -26,10 +26,12 @@ Differences from the CPU path (none changes what the augmentations do):
   OpenCV's by at most 0.75 grey levels on average per image, but by up to ~20 at the sharpest
   edges (99.9 % of pixels within 6); enlarging (bilinear in both) differs by at most 1.
   Measured in ``tests/test_dali_loader.py``.
-* Rotation: DALI's ``fn.rotate`` by +a degrees about the image centre equals
-  ``cv2.warpAffine`` with ``cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), a, 1)`` within one
-  grey level (rounding), the border included: with ``fill_value`` unset DALI clamps the source
-  coordinates, i.e. repeats the border pixel like ``cv2.BORDER_REPLICATE``.
+* Rotation: nearest neighbour, as on the CPU path. DALI's ``fn.rotate`` by +a degrees about the
+  image centre turns as ``cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), a, 1)`` does (checked
+  with linear interpolation against ``cv2.warpAffine``, within one grey level), the border
+  included: with ``fill_value`` unset DALI clamps the source coordinates, i.e. repeats the border
+  pixel like ``cv2.BORDER_REPLICATE``. Where a source coordinate sits on a rounding tie DALI may
+  take the other neighbour than ``nsa_fast.transforms``.
 * 16-bit files: DALI scales to 0..255 (x / 257), ``read_image`` keeps the high byte (x >> 8);
   they differ by at most one grey level.
 * Random draws come from DALI's generators, not from ``transforms.draw_augment``'s numpy
@@ -196,7 +198,7 @@ class DaliTrainLoader:
                 # pixel like the CPU path's cv2.BORDER_REPLICATE. A constant fill would put dark
                 # corners that read as object pixels on the bright-background classes.
                 images = fn.rotate(images, angle=angle, keep_size=True,
-                                   interp_type=types.INTERP_LINEAR)
+                                   interp_type=types.INTERP_NN)  # nearest, as the authors rotate
             positions = _crop_positions(p.image_size, p.center_crop, p.crop)
             if positions is not None:
                 # Separate seeds for x and y: the same seed would draw x == y every time.

@@ -1,8 +1,9 @@
 """The per-class training transforms of a preset.
 
 Parameters are drawn once per image (``draw_augment``, from the sample's generator) and applied
-either to a numpy image with OpenCV (CPU path) or to a batch of images on a device with torch
-(``augment_on_device``, the GPU path), so both paths share one source of randomness.
+either to a numpy image (CPU path) or to a batch of images on a device with torch
+(``augment_on_device``, the GPU path), so both paths share one source of randomness; both take
+the same source pixels, so they make identical images.
 """
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .errors import InputError
 from .presets import Preset
@@ -57,66 +57,83 @@ def _offsets(shape, preset: Preset, aug: Augment) -> tuple[int, int]:
     return aug.y, aug.x
 
 
+AB_BITS = 10  # fixed-point bits of the source coordinates (as OpenCV's nearest-neighbour warp)
+
+
+def rotation_steps(angle: float, shape: tuple[int, int]) -> tuple[np.ndarray, ...]:
+    """Fixed-point terms of a nearest-neighbour rotation by ``angle`` degrees (counter-clockwise,
+    about the image centre) of an (H, W) image: the source pixel of output (y, x) is
+    ``((row_x[y] + col_x[x]) >> AB_BITS, (row_y[y] + col_y[x]) >> AB_BITS)``, clamped to the image
+    (the border repeats). Integers computed on the host once, so that every device that adds and
+    shifts them picks the same source pixels: the CPU and GPU pipelines rotate identically.
+    Returns int64 row_x, row_y (H,) and col_x, col_y (W,)."""
+    h, w = shape
+    m = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle, 1.0).astype(np.float64).ravel()
+    det = m[0] * m[4] - m[1] * m[3]
+    inv = np.array([m[4], -m[1], 0.0, -m[3], m[0], 0.0]) / det  # the output-to-source map
+    inv[2] = -inv[0] * m[2] - inv[1] * m[5]
+    inv[5] = -inv[3] * m[2] - inv[4] * m[5]
+    scale, half = 1 << AB_BITS, 1 << (AB_BITS - 1)
+    y, x = np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64)
+    row_x = np.rint((inv[1] * y + inv[2]) * scale).astype(np.int64) + half
+    row_y = np.rint((inv[4] * y + inv[5]) * scale).astype(np.int64) + half
+    return row_x, row_y, np.rint(inv[0] * x * scale).astype(np.int64), np.rint(inv[3] * x * scale).astype(np.int64)
+
+
+def _window(preset: Preset, aug: Augment, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Rows (flipped when the transform flips) and columns of the final crop in the full image."""
+    y0, x0 = _offsets(shape, preset, aug)
+    rows = np.arange(y0, y0 + preset.crop)
+    return (rows[::-1] if aug.flip else rows), np.arange(x0, x0 + preset.crop)
+
+
 def apply_augment(img: np.ndarray, preset: Preset, aug: Augment) -> np.ndarray:
-    """Rotate (replicating the border: a black fill would be taken for object pixels on the
-    bright-background classes), crop, flip; uint8 (H, W, C) -> uint8 (crop, crop, C) copy."""
-    c = img.shape[2]
-    if aug.angle:
-        h, w = img.shape[:2]
-        m = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), aug.angle, 1.0)
-        img = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR,
-                             borderMode=cv2.BORDER_REPLICATE).reshape(h, w, c)
-    y, x = _offsets(img.shape, preset, aug)
-    img = img[y:y + preset.crop, x:x + preset.crop]
-    if aug.flip:
-        img = img[::-1]
-    return np.ascontiguousarray(img)
+    """Rotate (nearest neighbour, as the authors' torchvision RandomRotation; the border repeats,
+    since a black fill would be taken for object pixels on the bright-background classes), crop,
+    flip; uint8 (H, W, C) -> uint8 (crop, crop, C) copy."""
+    h, w = img.shape[:2]
+    rows, cols = _window(preset, aug, (h, w))
+    if not aug.angle:
+        return np.ascontiguousarray(img[rows[:, None], cols[None, :]])
+    row_x, row_y, col_x, col_y = rotation_steps(aug.angle, (h, w))
+    sx = np.clip((row_x[rows, None] + col_x[None, cols]) >> AB_BITS, 0, w - 1)
+    sy = np.clip((row_y[rows, None] + col_y[None, cols]) >> AB_BITS, 0, h - 1)
+    return np.ascontiguousarray(img[sy, sx])
 
 
 def pack_augment(pack: HostPack, prefix: str, index, augs: list[Augment], preset: Preset,
                  shape: tuple[int, int]) -> bool:
     """Put the transform of images[index] (one Augment each, images of ``shape`` (H, W)) into a
-    pack for the device; returns whether any image rotates (a host decision)."""
-    oy, ox = zip(*(_offsets(shape, preset, a) for a in augs)) if augs else ((), ())
+    pack for the device: the crop's rows and columns and, for rotated images, the rotation's
+    fixed-point terms along them. Returns whether any image rotates (a host decision)."""
+    windows = [_window(preset, a, shape) for a in augs]
     pack.add(prefix + "index", np.asarray(index, np.int64))
-    pack.add(prefix + "oy", np.asarray(oy, np.float32))
-    pack.add(prefix + "ox", np.asarray(ox, np.float32))
-    pack.add(prefix + "flip", np.asarray([a.flip for a in augs], bool))
-    pack.add(prefix + "theta", np.asarray([np.deg2rad(a.angle) for a in augs], np.float32))
-    return any(a.angle for a in augs)
+    pack.add(prefix + "rows", np.stack([r for r, _ in windows]) if augs else np.zeros((0, preset.crop)))
+    pack.add(prefix + "cols", np.stack([c for _, c in windows]) if augs else np.zeros((0, preset.crop)))
+    rotate = any(a.angle for a in augs)
+    if rotate:
+        steps = [rotation_steps(a.angle, shape) for a in augs]
+        pack.add(prefix + "row_x", np.stack([st[0][r] for st, (r, _) in zip(steps, windows)]))
+        pack.add(prefix + "row_y", np.stack([st[1][r] for st, (r, _) in zip(steps, windows)]))
+        pack.add(prefix + "col_x", np.stack([st[2][c] for st, (_, c) in zip(steps, windows)]))
+        pack.add(prefix + "col_y", np.stack([st[3][c] for st, (_, c) in zip(steps, windows)]))
+    return rotate
 
 
 def augment_on_device(images: torch.Tensor, packed: DevicePack, prefix: str, preset: Preset,
                       rotate: bool) -> torch.Tensor:
     """The training transform of ``pack_augment`` applied to uint8 images (N, H, W, C) on their
-    device; returns uint8 (B, crop, crop, C) there.
-
-    Rotation samples bilinearly with a replicated border, as the OpenCV path does (values may
-    differ by a grey level where OpenCV's fixed-point interpolation rounds differently).
-    """
-    dev = images.device
+    device: integer adds, shifts and one gather, the same source pixels as ``apply_augment``.
+    Returns uint8 (B, crop, crop, C) there."""
     N, H, W, C = images.shape
     index = packed.get(prefix + "index", torch.int64)
-    oy, ox = packed.get(prefix + "oy", torch.float32), packed.get(prefix + "ox", torch.float32)
-    flip = packed.get(prefix + "flip", torch.bool)
-    B, s = len(index), preset.crop
-    rows = torch.arange(s, device=dev, dtype=torch.float32)[None, :].expand(B, s)
-    rows = torch.where(flip[:, None], (s - 1) - rows, rows) + oy[:, None]
-    cols = torch.arange(s, device=dev, dtype=torch.float32)[None, :] + ox[:, None]
+    rows, cols = packed.get(prefix + "rows", torch.int64), packed.get(prefix + "cols", torch.int64)
     if not rotate:
-        yy, xx = rows.long(), cols.long()
-        return images[index[:, None, None], yy[:, :, None], xx[:, None, :]]
-    # The source point of each output pixel: the inverse rotation about the image centre.
-    theta = packed.get(prefix + "theta", torch.float32)
-    cy, cx = (H - 1) / 2, (W - 1) / 2
-    dy, dx = rows[:, :, None] - cy, cols[:, None, :] - cx
-    cos, sin = torch.cos(theta)[:, None, None], torch.sin(theta)[:, None, None]
-    src_x = cos * dx - sin * dy + cx
-    src_y = sin * dx + cos * dy + cy
-    grid = torch.stack([src_x / (W - 1) * 2 - 1, src_y / (H - 1) * 2 - 1], dim=-1)
-    x = images[index].permute(0, 3, 1, 2).float()
-    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
-    return out.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+        return images[index[:, None, None], rows[:, :, None], cols[:, None, :]]
+    sx = (packed.get(prefix + "row_x", torch.int64)[:, :, None] + packed.get(prefix + "col_x", torch.int64)[:, None, :])
+    sy = (packed.get(prefix + "row_y", torch.int64)[:, :, None] + packed.get(prefix + "col_y", torch.int64)[:, None, :])
+    sx, sy = (sx >> AB_BITS).clamp(0, W - 1), (sy >> AB_BITS).clamp(0, H - 1)
+    return images[index[:, None, None], sy, sx]
 
 
 def apply_augment_batch(images: torch.Tensor, index, augs: list[Augment], preset: Preset) -> torch.Tensor:

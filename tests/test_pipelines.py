@@ -2,6 +2,7 @@
 import os
 
 import numpy as np
+import pytest
 import torch
 
 from _support import objects_on_background
@@ -19,18 +20,40 @@ def test_prefetching_yields_exactly_the_batches_made_directly():
         assert torch.equal(a, b) and torch.equal(la, lb)
 
 
-def test_cpu_workers_and_device_pipeline_agree():
-    # no rotation (carpet): both pipelines see identical augmented images, object masks and plans;
-    # only the Poisson solver (OpenCV's FFT vs the batched DST) may differ by a grey level
-    preset = get_preset("carpet")
-    imgs = np.stack(objects_on_background(10, size=264))
+@pytest.mark.parametrize("name,size", [("carpet", 264), ("bottle", 256)])
+def test_cpu_workers_and_device_pipeline_agree(name, size):
+    # carpet: flips, mixed clone; bottle: rotation, object masks, normal clone. Both pipelines
+    # see identical augmented images, object masks and plans; only the Poisson solve (OpenCV's FFT
+    # against the batched DST) may move a pixel by a grey level
+    preset = get_preset(name)
+    imgs = np.stack(objects_on_background(10, size=size))
     cpu = CpuPipeline(imgs, preset, "nsa", "logistic", 3, 5, 0, torch.device("cpu"))
     dev = BatchedPipeline(imgs, preset, "nsa", "logistic", 3, 5, torch.device("cpu"))
-    for (a, la, sa), (b, lb, sb) in zip(cpu.epoch(2), dev.epoch(2)):
-        assert sa == sb and sa.samples == 5  # the same plans, counted alike
-        assert a.shape == b.shape == (5, 256, 256, 3)
+    a_batches, b_batches = list(cpu.epoch(2)), list(dev.epoch(2))
+    assert len(a_batches) == len(b_batches) == len(cpu.batches(2)) == 2
+    for (a, la, sa), (b, lb, sb) in zip(a_batches, b_batches):
+        assert sa == sb and sa.samples == 5 and sa.accepted > 0  # the same plans, counted alike
+        assert a.shape == b.shape == (5, preset.crop, preset.crop, 3)
         assert (a.int() - b.int()).abs().max() <= 1
-        assert (la == lb).float().mean() >= 0.999
+        assert (la == lb).float().mean() >= 0.999 and lb.flatten(1).amax(1).gt(0).sum() >= 3
+
+
+def test_rotation_is_nearest_neighbour_and_turns_as_opencv_does():
+    import cv2
+
+    from nsa_fast.presets import Preset
+    from nsa_fast.transforms import Augment, apply_augment
+
+    img = np.stack(objects_on_background(1, size=256))[0]
+    preset = Preset(name="r", image_size=256, center_crop=None, crop=256, rotation=5.0)
+    for angle in (4.3, -2.7):
+        got = apply_augment(img, preset, Augment(angle, 0, 0, False))
+        ref = cv2.warpAffine(img, cv2.getRotationMatrix2D((127.5, 127.5), angle, 1.0), (256, 256),
+                             flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
+        # nearest neighbour: every output pixel is an input pixel, not a blend
+        assert set(map(tuple, got.reshape(-1, 3)[::97])) <= set(map(tuple, img.reshape(-1, 3)))
+        # OpenCV's own nearest warp picks another neighbour only where a coordinate sits on a rounding tie
+        assert (got != ref).any(-1).mean() < 0.005, angle
 
 
 def test_epoch_batches_cover_the_data_once():
