@@ -120,6 +120,8 @@ class Plan:
     mask_value: the value of the Poisson mask (255, or ceil(255 f) for FPI-Poisson).
     half_draws: (P, 2) float64, each patch's drawn half-height and half-width as fractions of the
     side, before clipping (diagnostics: the Gamma draws themselves).
+    scale_draws: (P,) float64, each patch's drawn resize scale before clipping (NaN when the task
+    does not resize).
     """
 
     src_box: np.ndarray
@@ -129,6 +131,7 @@ class Plan:
     mask_value: int
     stats: Stats
     half_draws: np.ndarray
+    scale_draws: np.ndarray
 
     @property
     def n_patches(self) -> int:
@@ -162,9 +165,10 @@ def _bounds(frac: tuple[float, float], side: int) -> tuple[int, int]:
 
 
 def _resized_size(h: int, w: int, hb: tuple[int, int], wb: tuple[int, int], preset: Preset,
-                  rng: np.random.Generator) -> tuple[int, int]:
+                  drawn: float) -> tuple[int, int]:
+    """The patch's size after resizing by the drawn scale N(1, 0.5), clipped to resize_bounds."""
     lo, hi = preset.resize_bounds
-    scale = float(np.clip(rng.normal(1.0, 0.5), lo, hi))
+    scale = float(np.clip(drawn, lo, hi))
     if preset.resize_clip == "code":
         # The authors' clip: the new FULL size is bounded by the HALF-width bounds, aspect kept.
         new_h = float(np.clip(scale * h, *hb))
@@ -199,7 +203,7 @@ def sample_plan(shape: tuple[int, int], preset: Preset, task: Task, rng: np.rand
     factor = float(rng.uniform(0.05, 0.95))
     mask_value = int(np.ceil(factor * 255)) if task.fractional else 255
     stats = Stats(samples=1)
-    src_boxes, dst_boxes, draws = [], [], []
+    src_boxes, dst_boxes, draws, scales = [], [], [], []
     for i in range(preset.n_max):
         if i > 0 and rng.integers(2) == 0:
             continue
@@ -219,8 +223,10 @@ def sample_plan(shape: tuple[int, int], preset: Preset, task: Task, rng: np.rand
             stats.skipped["source_object"] += 1
             continue
         h, w = sbox[1] - sbox[0], sbox[3] - sbox[2]
+        scale = np.nan
         if task.resize:
-            h, w = _resized_size(h, w, hb, wb, preset, rng)
+            scale = float(rng.normal(1.0, 0.5))
+            h, w = _resized_size(h, w, hb, wb, preset, scale)
         if task.shift:
             dbox = _destination(h, w, H, W, sbox, preset, rng, src_obj, dst_obj, stats)
             if dbox is None:
@@ -241,12 +247,14 @@ def sample_plan(shape: tuple[int, int], preset: Preset, task: Task, rng: np.rand
         src_boxes.append(sbox)
         dst_boxes.append(dbox)
         draws.append(draw)
+        scales.append(scale)
         stats.accepted += 1
     n = len(src_boxes)
     return Plan(src_box=np.asarray(src_boxes, np.int32).reshape(n, 4),
                 dst_box=np.asarray(dst_boxes, np.int32).reshape(n, 4),
                 mode=np.full(n, mode, np.int8), factor=factor, mask_value=mask_value, stats=stats,
-                half_draws=np.asarray(draws, np.float64).reshape(n, 2))
+                half_draws=np.asarray(draws, np.float64).reshape(n, 2),
+                scale_draws=np.asarray(scales, np.float64).reshape(n))
 
 
 def _destination(h, w, H, W, sbox, preset, rng, src_obj, dst_obj, stats):

@@ -77,7 +77,7 @@ def test_later_patch_label_overwrites_earlier_one():
     plan = Plan(src_box=np.array([[0, 30, 0, 30], [0, 20, 40, 60]], np.int32),
                 dst_box=np.array([[10, 40, 10, 40], [15, 35, 15, 35]], np.int32),
                 mode=np.array([PASTE, PASTE], np.int8), factor=0.5, mask_value=255, stats=Stats(),
-                half_draws=np.zeros((2, 2)))
+                half_draws=np.zeros((2, 2)), scale_draws=np.full(2, np.nan))
     out = execute_plan(dst, src, plan, "binary")
     assert out.label[12, 12] == 1         # only the first patch covers it
     assert out.label[25, 25] == 0         # the second patch made no change here and overwrote the label

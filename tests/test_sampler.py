@@ -172,3 +172,70 @@ def test_thin_poisson_patches_are_skipped_as_opencv_would_refuse_them():
     sizes = np.concatenate([np.concatenate([np.diff(p.dst_box[:, :2]), np.diff(p.dst_box[:, 2:])]) for p in ps])
     assert sizes.min() >= 5
     assert sum(p.stats.skipped["thin_mask"] for p in ps) > 0
+
+
+def test_resize_scale_is_normal_1_05_clipped_to_the_bounds():
+    preset = get_preset("bottle").replace(background=None)  # code clip, bounds (0.7, 1.3)
+    ps = plans(preset, n=2000)
+    draws = np.concatenate([p.scale_draws for p in ps])
+    assert len(draws) > 3000
+    assert st.kstest(draws, st.norm(1.0, 0.5).cdf).pvalue > 1e-3
+    assert st.kstest(draws, st.norm(1.0, 0.45).cdf).pvalue < 1e-3  # the test has the power to see 0.45
+    lo, hi = round(0.03 * 224), round(0.40 * 224)
+    n_checked = 0
+    for p in ps:  # the authors' clip, written out: scale clipped, full size to the half-width bounds
+        for (y0, y1, x0, x1), d, draw in zip(p.src_box, p.dst_box, p.scale_draws):
+            h, w = int(y1 - y0), int(x1 - x0)
+            s = min(max(draw, 0.7), 1.3)
+            new_h = min(max(s * h, lo), hi)
+            new_w = min(max(int(new_h / h * w), lo), hi)
+            new_h = min(max(int(new_w / w * h), lo), hi)
+            assert (d[1] - d[0], d[3] - d[2]) == (new_h, new_w)
+            n_checked += 1
+    assert n_checked > 3000
+    assert np.isnan(np.concatenate([p.scale_draws for p in plans(preset, "cutpaste", n=20)])).all()
+
+
+def test_interpolation_factor_is_uniform_005_095():
+    factors = np.array([p.factor for p in plans(Preset("t"), "fpi", n=N)])
+    assert st.kstest(factors, st.uniform(0.05, 0.90).cdf).pvalue > 1e-3
+    assert st.kstest(factors, st.uniform(0.05, 0.85).cdf).pvalue < 1e-3
+    assert st.kstest(factors, st.uniform(0.10, 0.85).cdf).pvalue < 1e-3
+
+
+def test_poisson_masks_under_50_pixels_are_skipped_and_50_is_enough():
+    # OpenCV's mask is the patch inside its zeroed 1-pixel frame: (h - 2)(w - 2) pixels
+    preset = Preset("t", half_h=(0.03, 0.06), half_w=(0.03, 0.12), clone="mixed", n_max=4)
+    ps = plans(preset, "nsa", shape=(200, 200), n=4000)
+    products = [(d[1] - d[0] - 2) * (d[3] - d[2] - 2) for p in ps for d in p.dst_box]
+    assert min(products) == 50  # the boundary is accepted, nothing below it
+    assert sum(p.stats.skipped["small_mask"] for p in ps) > 20
+
+
+def _counts(ps):
+    out = {r: sum(p.stats.skipped[r] for p in ps) for r in ps[0].stats.skipped}
+    for p in ps:  # every tried patch is accepted or skipped for exactly one reason
+        assert p.stats.tried == p.stats.accepted + sum(p.stats.skipped.values())
+        assert p.n_patches == p.stats.accepted
+    return out
+
+
+def test_every_skip_reason_is_counted_where_it_happens():
+    full, empty = np.ones((128, 128), bool), np.zeros((128, 128), bool)
+    # the source has object pixels everywhere, the destination none: no overlap anywhere
+    ps = plans(get_preset("bottle"), shape=(128, 128), n=50, src_obj=full, dst_obj=empty)
+    c = _counts(ps)
+    assert c["destination_object"] == sum(p.stats.tried for p in ps) and c["source_object"] == 0
+    assert sum(p.stats.rejected_destination_tries for p in ps) == 200 * c["destination_object"]
+    # patches nearly as tall as the image cannot be placed inside it
+    big = Preset("t", half_h=(0.3, 0.49), half_w=(0.3, 0.49), resize_clip="paper", resize_bounds=(1.5, 2.0))
+    assert _counts(plans(big, shape=(64, 64), n=200))["too_large"] > 20
+    # thin and small masks
+    small = Preset("t", half_h=(0.01, 0.03), half_w=(0.01, 0.3), n_max=4, clone="mixed")
+    c = _counts(plans(small, shape=(128, 128), n=3000))
+    assert c["thin_mask"] > 0 and c["small_mask"] > 0
+    # outside_image guards OpenCV's refusal of a clone region past the image; with the boxes the
+    # sampler draws (inside the image, the reference's centre) the region ends at the box's end at
+    # most, so it is never counted
+    c = _counts(plans(Preset("t", n_max=4), "fpi-poisson", shape=(128, 128), n=1000))
+    assert c["outside_image"] == 0
