@@ -1,7 +1,9 @@
 """The authors' formulas applied literally, on full images, in float64: the slow specification.
 
-Tests check the fast executor against this, and the benchmarks time it beside the fast path.
-It executes the same plans as ``nsa_fast.blend.opencv``; only the label computation differs.
+Tests check the fast executor against this, and the benchmarks time it beside the fast path. It
+shares no code with the fast path: every step is written out here from the paper and the
+authors' code (REFERENCE sections 1-2), down to the literal OpenCV calls, so that a slip in the
+fast path's clone centre, Poisson mask, resize or object mask shows as a difference.
 """
 from __future__ import annotations
 
@@ -10,8 +12,8 @@ import numpy as np
 from skimage.filters import median
 from skimage.morphology import disk
 
-from .blend.opencv import Synthetic, clone_center, poisson_mask, resize_patch, seamless_clone
-from .sampler import INTERPOLATE, PASTE, Plan, resized_object_mask
+from .blend.opencv import Synthetic
+from .sampler import INTERPOLATE, MIXED, PASTE, Plan
 
 
 def reference_object_mask(img, background):
@@ -41,6 +43,16 @@ def reference_label(result, original, region, mode, *, factor=1.0, logistic=(1 /
     return (on / (1 + np.exp(-k * (d - y0)))).astype(np.float32)
 
 
+def _clone(patch, image, mask, center, mode):
+    """The authors' seamlessClone call; grey images are padded to 3 channels with zeros and
+    channel 0 is kept. OpenCV 5 writes into the mask, so it gets a copy."""
+    flag = cv2.MIXED_CLONE if mode == MIXED else cv2.NORMAL_CLONE
+    if image.shape[2] == 1:
+        pad = lambda a: np.concatenate([a, np.zeros_like(a), np.zeros_like(a)], axis=2)  # noqa: E731
+        return cv2.seamlessClone(pad(patch), pad(image), mask.copy(), center, flag)[..., :1]
+    return cv2.seamlessClone(patch, image, mask.copy(), center, flag)
+
+
 def reference_execute(dst, src, plan: Plan, label_mode, *, logistic=(1 / 12, 24.0), label_tol=1,
                       src_obj=None, dst_obj=None) -> Synthetic:
     """Blend as the authors' code does, on full images, then ``reference_label``."""
@@ -48,12 +60,17 @@ def reference_execute(dst, src, plan: Plan, label_mode, *, logistic=(1 / 12, 24.
     region = np.zeros(dst.shape[:2], np.uint8)
     for sbox, dbox, mode in zip(plan.src_box, plan.dst_box, plan.mode):
         y0, y1, x0, x1 = (int(v) for v in dbox)
+        a0, a1, b0, b1 = (int(v) for v in sbox)
         h, w = y1 - y0, x1 - x0
-        patch = resize_patch(src[sbox[0]:sbox[1], sbox[2]:sbox[3]], h, w)
+        patch = src[a0:a1, b0:b1]
+        if patch.shape[:2] != (h, w):
+            patch = cv2.resize(patch, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, dst.shape[2])
         pm = np.ones((h, w, 1), np.uint8)
         if src_obj is not None:
-            s_obj = resized_object_mask(src_obj, sbox, h, w).astype(np.uint8)[..., None]
-            pm &= s_obj | dst_obj[y0:y1, x0:x1].astype(np.uint8)[..., None]
+            s_obj = src_obj[a0:a1, b0:b1].astype(np.uint8)
+            if s_obj.shape != (h, w):
+                s_obj = cv2.resize(s_obj, (w, h), interpolation=cv2.INTER_LINEAR)
+            pm &= s_obj.astype(bool).astype(np.uint8)[..., None] | dst_obj[y0:y1, x0:x1].astype(np.uint8)[..., None]
         if mode == PASTE:
             res = out.copy()
             before = res[y0:y1, x0:x1]
@@ -67,7 +84,11 @@ def reference_execute(dst, src, plan: Plan, label_mode, *, logistic=(1 / 12, 24.
             res[y0:y1, x0:x1] += plan.factor * pm * patch
             out = np.uint8(np.floor(res))
         else:
-            out = seamless_clone(patch, out, poisson_mask(h, w, plan.mask_value), clone_center(dbox), mode)
+            # the whole rectangle at the mask value, its 1-pixel frame zeroed; the authors' centre
+            # x = x1 - (x1 - x0) // 2, y = y0 + (y1 - y0) // 2
+            mask = np.zeros((h, w), np.uint8)
+            mask[1:-1, 1:-1] = plan.mask_value
+            out = _clone(patch, out, mask, (x1 - (x1 - x0) // 2, y0 + (y1 - y0) // 2), mode)
         region[y0:y1, x0:x1] = pm[..., 0]
     label = reference_label(out, dst, region, label_mode, factor=plan.factor, logistic=logistic,
                             tol=label_tol)

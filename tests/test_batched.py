@@ -68,8 +68,11 @@ def test_batched_labels_equal_the_opencv_executor(task, preset_name, label, devi
     labels, images = out.labels.cpu().numpy(), out.images.cpu().numpy()
     want_l = np.stack([r.label for r in ref])
     want_i = np.stack([r.image for r in ref])
-    # measured: labels equal on >= 99.997 % of pixels, images within 1 grey level everywhere
-    assert (labels == want_l).mean() >= 0.9999
+    # measured: labels equal on >= 99.988 % of the pixels either executor labelled (the rest are
+    # a Poisson pixel one grey level apart), images within 1 grey level everywhere. Counted over
+    # labelled pixels: over all pixels the empty background would hide dozens of wrong ones.
+    labelled = (labels > 0) | (want_l > 0)
+    assert labelled.sum() > 5000 and (labels == want_l)[labelled].mean() >= 0.9995
     assert np.abs(images.astype(int) - want_i).max() <= 1
     assert sum(p.n_patches for p in plans) > 0 and want_l.any()
     boxes = out.boxes.cpu().numpy()

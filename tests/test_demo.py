@@ -105,10 +105,15 @@ def test_generation_is_deterministic(demo_root, tmp_path):
 
 
 def test_training_images_unchanged_from_older_caches():
-    # Older caches held normal_images(40) with seed 0 under train/good; they must stay valid.
+    # Caches written by earlier releases keep their train/good images (ensure_demo only adds what
+    # is missing), so today's generator must make the same pixels. These digests were taken from
+    # nsa_fast 0.1's images; regenerate them only on purpose:
+    #   [hashlib.sha256(i.tobytes()).hexdigest()[:16] for i in demo.normal_images(3, 0)]
+    import hashlib
+
     files = demo.build_demo()
-    for i, img in enumerate(demo.normal_images(demo.N_TRAIN, 0)):
-        assert np.array_equal(files[f"train/good/{i:03d}.png"], img)
+    want = ["848858d658371725", "a9fe4cd0ac36a7d1", "ed2e2ad6edb99bae"]
+    assert [hashlib.sha256(files[f"train/good/{i:03d}.png"].tobytes()).hexdigest()[:16] for i in range(3)] == want
 
 
 def test_ensure_demo_is_idempotent(tmp_path, monkeypatch):

@@ -53,6 +53,23 @@ def test_evaluate_writes_reports(trained, tmp_path, capsys):
     assert {"image_auroc/scratch", "image_auroc/stain", "image_auroc/patch"} <= set(metrics)
     rows = list(csv.DictReader(open(tmp_path / "scores.csv")))
     assert len(rows) == 31 and {r["label"] for r in rows} == {"0", "1"}
+    # the figures follow from the protocol, recomputed here: scores are the maps' means, AUROCs by
+    # scikit-learn, the per-defect AUROC over that defect's images and the good ones
+    from sklearn.metrics import roc_auc_score
+
+    from nsa_fast.data import load_images, load_masks, test_items
+
+    labels, scores = np.array([int(r["label"]) for r in rows]), np.array([float(r["score"]) for r in rows])
+    assert metrics["image_auroc"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-4)
+    for defect in ("scratch", "stain", "patch"):
+        keep = np.array([r["defect"] in (defect, "good") for r in rows])
+        assert metrics[f"image_auroc/{defect}"] == pytest.approx(roc_auc_score(labels[keep], scores[keep]), abs=1e-4)
+    model, preset, _ = load_model(ckpt, torch.device("cpu"))
+    items = test_items(root, "demo")
+    images, masks = load_images([i.path for i in items], preset, 80), load_masks(items, 80)
+    maps = anomaly_maps(model, images, preset, torch.device("cpu"))
+    np.testing.assert_allclose(maps.reshape(31, -1).mean(1), scores, rtol=1e-5)
+    assert metrics["pixel_auroc"] == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-9)
     for name in ("roc.png", "pro.png"):
         img = cv2.imread(str(tmp_path / name))
         assert img is not None and img.shape == (500, 500, 3) and (img < 128).any()  # drawn, not blank

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -135,6 +136,33 @@ def test_torchrun_two_processes_on_the_cpu(demo_root, tmp_path):
     assert json.loads((out / "config.json").read_text())["world_size"] == 2
     state = checkpoint.load(out / "last.pt")
     assert state["step"] == 2 and not any(k.startswith("module.") for k in state["model"])
+
+
+def test_ddp_ranks_train_disjoint_shards_with_synchronised_gradients(demo_root, tmp_path):
+    # two gloo ranks run the trainer's own epoch; DDP averages the gradients, so both ranks end with
+    # the same weights although each saw other images, and together they saw the whole epoch
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29534",
+         str(Path(__file__).parent / "ddp_worker.py"), str(demo_root), str(tmp_path)],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert run.returncode == 0, run.stderr[-2000:]
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert not set(r0["indices"]) & set(r1["indices"])
+    assert sorted(r0["indices"] + r1["indices"]) == list(range(40))  # 40 demo images, 20 a rank
+    fresh = tr_build_model()
+    params = [k for k in r0["weights"] if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert len(params) > 60
+    for k in params:  # batch-norm statistics are each rank's own, as DDP keeps them
+        assert torch.equal(r0["weights"][k], r1["weights"][k]), k
+    assert not torch.equal(r0["weights"]["encoder.0.weight"], fresh["encoder.0.weight"])  # it trained
+
+
+def tr_build_model():
+    from nsa_fast.presets import get_preset
+    from nsa_fast.train import TrainConfig, build_model
+
+    return build_model(TrainConfig(data="d", category="demo", out="o"), get_preset("demo"),
+                       torch.device("cpu"))[0].state_dict()
 
 
 def test_ranks_see_disjoint_shards():
