@@ -1,7 +1,10 @@
-"""CPU cost of one synthetic sample: the authors' full-image path beside the fast path.
+"""CPU cost of one synthetic sample: this project's float64 port of the authors' formulas
+(``nsa_fast/reference.py``, full images) beside the fast path.
 
 Both execute the same plans with the same OpenCV blend; they differ in the label computation
 (full-image float64 maps and skimage's median vs. windowed integer maps and histogram medians).
+The baseline is a port written from the authors' formulas, not the authors' code itself.
+``test_cpu_sample_clone_share`` reports how much of the fast path is cv2.seamlessClone.
 Run: pytest bench/ --benchmark-only
 """
 from __future__ import annotations
@@ -55,3 +58,35 @@ def test_cpu_sample(benchmark, request, case, path):
         ms = benchmark.stats.stats.mean / N_SAMPLES * 1e3
         benchmark.extra_info["ms_per_sample"] = round(ms, 3)
         benchmark.extra_info["samples_per_s"] = round(1e3 / ms, 1)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_cpu_sample_clone_share(benchmark, request, monkeypatch, case):
+    """The share of the fast path spent inside cv2.seamlessClone (the rest: masks, plans, labels)."""
+    import time
+
+    from nsa_fast.blend import opencv
+
+    fixture, preset, label = CASES[case]
+    images = request.getfixturevalue(fixture)
+    spent = [0.0]
+    real = opencv.seamless_clone
+
+    def timed(*a, **k):
+        t0 = time.perf_counter()
+        out = real(*a, **k)
+        spent[0] += time.perf_counter() - t0
+        return out
+
+    monkeypatch.setattr(opencv, "seamless_clone", timed)
+    benchmark.group = f"synthetic sample x{N_SAMPLES}, one core: {case}"
+
+    def run_and_split():
+        spent[0] = 0.0
+        t0 = time.perf_counter()
+        run(images, preset, label, "fast")
+        return spent[0] / (time.perf_counter() - t0)
+
+    share = benchmark.pedantic(run_and_split, rounds=5, warmup_rounds=1)
+    assert 0 < share < 1
+    benchmark.extra_info["clone_share"] = round(share, 3)
