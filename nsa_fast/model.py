@@ -45,20 +45,21 @@ class EncoderDecoder(nn.Module):
             enc.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
         self.encoder = nn.Sequential(enc.conv1, enc.bn1, enc.relu, enc.maxpool,
                                      enc.layer1, enc.layer2, enc.layer3, enc.layer4)
-        self.bottleneck = nn.Sequential(nn.Conv2d(512, 256, 1), nn.ReLU(inplace=True),
-                                        nn.Conv2d(256, 128, 1), nn.ReLU(inplace=True))
+        # As the authors' network: no bias in the bottleneck's 1x1 convolutions nor in the final
+        # transposed convolution (11,497,712 parameters), bilinear upsampling with aligned
+        # corners (nn.UpsamplingBilinear2d), and Kaiming initialisation of the nn.Conv2d layers
+        # only, so the transposed convolutions keep PyTorch's default initialisation.
+        self.bottleneck = nn.Sequential(nn.Conv2d(512, 256, 1, bias=False), nn.ReLU(inplace=True),
+                                        nn.Conv2d(256, 128, 1, bias=False), nn.ReLU(inplace=True))
         self.decoder = nn.Sequential(UpBlock(128, 64), UpBlock(64, 32), UpBlock(32, 16))
-        self.final = nn.ConvTranspose2d(16, 1, 7, stride=2, padding=3, output_padding=1)
+        self.upsample = nn.UpsamplingBilinear2d(scale_factor=2)
+        self.final = nn.ConvTranspose2d(16, 1, 7, stride=2, padding=3, output_padding=1, bias=False)
         for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.decoder(self.bottleneck(self.encoder(x)))
-        y = F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False)
-        return self.final(y)
+        return self.final(self.upsample(self.decoder(self.bottleneck(self.encoder(x)))))
 
     def anomaly_map(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, H, W) map: probabilities for a sigmoid head, grey levels for ReLU."""
