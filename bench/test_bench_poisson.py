@@ -5,6 +5,7 @@ Run: pytest bench/ --benchmark-only   (CUDA rows are skipped without a GPU)
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -54,7 +55,7 @@ def problems(nsa_batch):
         centers.append(clone_center(p.dst_box[0]))
         items.append(i)
     return dict(patches=patches, masks=masks, sizes=np.array(sizes), centers=np.array(centers),
-                dst=dst[items], modes=np.full(len(rows), 2))
+                dst=dst[items], modes=np.full(len(rows), cv2.NORMAL_CLONE))
 
 
 def opencv_loop(pr):

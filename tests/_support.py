@@ -17,7 +17,7 @@ def clone_cases(rng, n, side=(8, 180), channels=3, dst_side=256, border_every=4)
     """
     import cv2
 
-    from nsa_fast.blend.poisson import MIXED, NORMAL
+    from nsa_fast.sampler import MIXED, NORMAL
 
     S = side[1]
     src = np.zeros((n, S, S, channels), np.uint8)
@@ -56,7 +56,7 @@ def clone_cases(rng, n, side=(8, 180), channels=3, dst_side=256, border_every=4)
         res = cv2.seamlessClone(pad(s), pad(dst[i]), m.copy(), (int(cx), int(cy)), flag)[..., :channels]
         src[i, :h, :w], mask[i, :h, :w] = s, m
         centers.append((cx, cy))
-        modes.append(mode)
+        modes.append(flag)  # OpenCV's flags, as seamless_clone_batch takes them
         sizes.append((h, w))
         results.append(res)
     return dict(src=src, dst=dst, mask=mask, centers=np.array(centers), modes=np.array(modes),

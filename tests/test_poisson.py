@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from _support import agreement, clone_cases
-from nsa_fast.blend.poisson import MIXED, NORMAL, seamless_clone_batch
+from nsa_fast.blend.poisson import seamless_clone_batch
 from nsa_fast.blend.solvers import SOLVERS
 from nsa_fast.errors import InputError
 
@@ -68,7 +68,7 @@ def test_bucketing_does_not_change_the_result():
     np.testing.assert_array_equal(a, b)
 
 
-def one(src, dst, mask, center, mode=NORMAL):
+def one(src, dst, mask, center, mode=cv2.NORMAL_CLONE):
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a))[None]  # noqa: E731
     return seamless_clone_batch(t(src), t(dst), t(mask), np.array([center]), mode)[0].numpy()
 
@@ -92,7 +92,7 @@ def test_degenerate_masks():
     ref = cv2.seamlessClone(src, dst, thin.copy(), (30, 30), cv2.NORMAL_CLONE)
     assert np.abs(ours.astype(int) - ref).max() <= 1
     full = np.full((20, 20), 255, np.uint8)  # covers the whole source: the frame is zeroed
-    ours = one(src, dst, full, (30, 30), MIXED)
+    ours = one(src, dst, full, (30, 30), cv2.MIXED_CLONE)
     ref = cv2.seamlessClone(src, dst, full.copy(), (30, 30), cv2.MIXED_CLONE)
     assert np.abs(ours.astype(int) - ref).max() <= 1
     flat_s, flat_d = np.full((20, 20, 3), 77, np.uint8), np.full((64, 64, 3), 200, np.uint8)
@@ -116,11 +116,11 @@ def test_region_outside_the_destination_is_refused_like_opencv():
     (dict(src=np.zeros((1, 8, 8, 3), np.float32)), "src: expected a uint8 tensor"),
     (dict(mask=np.zeros((1, 9, 8), np.uint8)), "must have the source's height and width"),
     (dict(dst=np.zeros((1, 32, 32, 1), np.uint8)), "channels must agree"),
-    (dict(mode=5), "mode must be NORMAL"),
+    (dict(mode=5), "mode must be cv2.NORMAL_CLONE"),
 ])
 def test_bad_inputs(bad, match):
     args = dict(src=np.zeros((1, 8, 8, 3), np.uint8), dst=np.zeros((1, 32, 32, 3), np.uint8),
-                mask=np.full((1, 8, 8), 255, np.uint8), mode=NORMAL)
+                mask=np.full((1, 8, 8), 255, np.uint8), mode=cv2.NORMAL_CLONE)
     args.update(bad)
     mode = args.pop("mode")
     t = {k: torch.from_numpy(v) for k, v in args.items()}
@@ -182,3 +182,18 @@ def test_the_gpu_direct_solve_leaves_the_process_wide_matmul_settings_alone():
         torch.backends.cuda.matmul.fp32_precision = saved
     within1, worst, _ = agreement(out.elem.numpy(), ref, cases["dst"])
     assert worst <= 1 and within1 == 1.0
+
+
+def test_modes_are_opencvs_flags_or_names():
+    # the trap: this package's own codes put NORMAL at 2, which is cv2.MIXED_CLONE
+    cases, ref = clone_cases(np.random.default_rng(12), 6, side=(20, 60))
+    t = {k: torch.from_numpy(cases[k]) for k in ("src", "dst", "mask")}
+    names = np.array(["normal" if m == cv2.NORMAL_CLONE else "mixed" for m in cases["modes"]])
+    by_flag = seamless_clone_batch(t["src"], t["dst"], t["mask"], cases["centers"], cases["modes"], sizes=cases["sizes"])
+    by_name = seamless_clone_batch(t["src"], t["dst"], t["mask"], cases["centers"], names, sizes=cases["sizes"])
+    assert torch.equal(by_flag, by_name)
+    assert np.abs(by_flag.numpy().astype(int) - ref).max() <= 1  # what cv2.seamlessClone does with those flags
+    assert {cv2.NORMAL_CLONE, cv2.MIXED_CLONE} <= set(cases["modes"].tolist())
+    for bad in (cv2.MONOCHROME_TRANSFER, 0, "poisson", [cv2.NORMAL_CLONE] * 2):
+        with pytest.raises(InputError, match="mode must be cv2.NORMAL_CLONE"):
+            seamless_clone_batch(t["src"], t["dst"], t["mask"], cases["centers"], bad, sizes=cases["sizes"])

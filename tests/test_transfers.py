@@ -10,7 +10,7 @@ import torch
 
 from _support import objects_on_background
 from fake_device import DEVICE, FakeDevice, host_data, kernel
-from nsa_fast.blend.poisson import NORMAL, seamless_clone_batch
+from nsa_fast.blend.poisson import seamless_clone_batch
 from nsa_fast.blend.solvers import dst_solve, sor_solve
 from nsa_fast.median import disk_median
 from nsa_fast.pipelines import BatchedPipeline
@@ -57,14 +57,14 @@ def test_public_clone_sends_its_metadata_in_one_copy():
     mask[:, 1:-1, 1:-1] = 255
     centers = np.array([[50, 50], [30, 40], [60, 70], [45, 45]])
     roi = np.tile([1, 29, 1, 39], (4, 1))
-    want = seamless_clone_batch(src, dst, mask, centers, NORMAL, roi_src=roi)
+    want = seamless_clone_batch(src, dst, mask, centers, "normal", roi_src=roi)
     with FakeDevice() as dev:
         s, d, m = (t.to(DEVICE) for t in (src, dst, mask))
         dev.reset()
-        out = seamless_clone_batch(s, d, m, centers, NORMAL, roi_src=roi)
+        out = seamless_clone_batch(s, d, m, centers, "normal", roi_src=roi)
         assert (dev.h2d, dev.d2h, dev.syncs) == (1, 0, 0), dev.events
         dev.reset()
-        seamless_clone_batch(s, d, m, centers, NORMAL)  # ROIs read from the mask: one read-back
+        seamless_clone_batch(s, d, m, centers, "normal")  # ROIs read from the mask: one read-back
         assert (dev.h2d, dev.d2h, dev.syncs) == (1, 1, 0), dev.events
     assert (host_data(out).int() - want.int()).abs().max() <= 1  # float64 products on the "GPU"
 

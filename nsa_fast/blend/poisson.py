@@ -22,10 +22,11 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
+from ..sampler import MIXED, NORMAL
 from ..transfer import DevicePack, HostPack
 from .solvers import Interior
 
-NORMAL, MIXED = 2, 3  # the sampler's mode codes
+CLONE_MODES = {"normal": NORMAL, "mixed": MIXED}
 ERODE = 7             # 3 x (3x3) erosion == one 7x7 erosion
 CPU_BUCKETS = 8       # measured on 64 NSA-sized items: 8 groups cut the padded work about 3x
 
@@ -228,7 +229,8 @@ def seamless_clone_batch(src: torch.Tensor, dst: torch.Tensor, mask: torch.Tenso
     src (B, Hs, Ws, C), dst (B, H, W, C) uint8 and mask (B, Hs, Ws) uint8 (fractional values
     allowed) on one device; item i's source and mask are ``src[i, :h_i, :w_i]`` and
     ``mask[i, :h_i, :w_i]`` with sizes (B, 2) host ints (h_i, w_i) (default: the whole tensor).
-    centers (B, 2) host ints (x, y); mode: NORMAL/MIXED (one, or (B,) on the host). solver: a
+    centers (B, 2) host ints (x, y); mode: ``cv2.NORMAL_CLONE``/``cv2.MIXED_CLONE`` or "normal"/
+    "mixed" (one, or (B,) on the host), as cv2.seamlessClone takes them. solver: a
     callable from ``nsa_fast.blend.solvers`` or ``nsa_fast.blend.cuda`` (default: the direct DST
     solve). roi_src: (B, 4) host ROIs when the caller knows them; otherwise they are read from
     the mask (one device-to-host copy). buckets: groups of similar size solved one after another
@@ -237,9 +239,7 @@ def seamless_clone_batch(src: torch.Tensor, dst: torch.Tensor, mask: torch.Tenso
     """
     _check(src, dst, mask)
     B = src.shape[0]
-    modes = np.broadcast_to(np.asarray(mode, np.int64), (B,))
-    if not np.isin(modes, (NORMAL, MIXED)).all():
-        raise InputError(f"mode must be NORMAL ({NORMAL}) or MIXED ({MIXED}), got {sorted(set(modes.tolist()))}.")
+    modes = clone_modes(mode, B)
     if B == 0:
         return dst.clone()
     if sizes is None:
@@ -255,6 +255,23 @@ def seamless_clone_batch(src: torch.Tensor, dst: torch.Tensor, mask: torch.Tenso
         part.add_to(pack, f"{j}.")
     packed = pack.send(src.device)
     return clone_on_device(src, dst, mask, [p.on_device(packed, f"{j}.") for j, p in enumerate(parts)], solver)
+
+
+def clone_modes(mode, B: int) -> np.ndarray:
+    """OpenCV's clone flags (cv2.NORMAL_CLONE, cv2.MIXED_CLONE) or "normal"/"mixed", one or one
+    per item, as (B,) of this package's mode codes; anything else is refused (cv2.MONOCHROME_TRANSFER
+    is not a Poisson clone this solver computes)."""
+    import cv2
+
+    flags = {cv2.NORMAL_CLONE: NORMAL, cv2.MIXED_CLONE: MIXED, **CLONE_MODES}
+    given = [mode] if isinstance(mode, (str, int, np.integer)) else list(np.asarray(mode).ravel())
+    bad = [m for m in given if isinstance(m, (bool, np.bool_)) or
+           (m.item() if isinstance(m, np.generic) else m) not in flags]
+    if bad or len(given) not in (1, B):
+        raise InputError(f"mode must be cv2.NORMAL_CLONE ({cv2.NORMAL_CLONE}), cv2.MIXED_CLONE ({cv2.MIXED_CLONE}), "
+                         f"'normal' or 'mixed', one or one per item ({B}); got {bad[:3] or len(given)}.")
+    codes = np.array([flags[m.item() if isinstance(m, np.generic) else m] for m in given], np.int64)
+    return np.broadcast_to(codes, (B,)).copy()
 
 
 def split_layout(layout: Layout, buckets: int) -> list[Layout]:
