@@ -145,7 +145,8 @@ class BatchedPipeline:
         from .blend.solvers import dst_solve
 
         device = with_index(device)
-        self.cache = torch.from_numpy(images).to(device)  # decoded once, kept on the device
+        # decoded once, kept on the device (a tensor already there is used as it is)
+        self.cache = images.to(device) if isinstance(images, torch.Tensor) else torch.from_numpy(images).to(device)
         self.preset, self.task, self.label, self.seed = preset, get_task(task), label, seed
         self.batch_size, self.device, self.rank, self.world = batch_size, device, rank, world
         self.executor = BatchedExecutor(solver or dst_solve, disk_median)

@@ -1,0 +1,97 @@
+"""NSA as a generator for your own training loop.
+
+    from nsa_fast import NSA
+
+    nsa = NSA.from_preset("bottle", task="nsa", label="logistic")
+    s = nsa(dst, src, rng)                       # one sample: numpy uint8 (H, W, C) images
+    s = nsa.sample(images, index, seed=0)        # as the trainer makes sample `index` of epoch 0
+    b = nsa.batch(cache, indices, seed=0)        # a batch on cache's device (torch uint8 (N, H, W, C))
+
+``sample`` and ``batch`` follow the seeding contract of the command lines: sample ``index`` of
+``epoch`` draws from ``NSA.rng(seed, epoch, index)`` (its source image, both training transforms,
+then its patches), so they give what ``python -m nsa_fast.synth`` and ``train`` give for that
+seed (``batch`` what ``--gpu-blend`` gives).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .errors import InputError
+from .presets import Preset, get_preset
+from .sampler import Stats, get_task
+from .synth import SyntheticDataset, sample_rng, synthesize
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One synthetic sample: image uint8 (H, W, C), label float32 (H, W), boxes int32 (P, 4)
+    ``(y0, y1, x0, x1)`` of the blended patches, and the sampler's counts."""
+
+    image: np.ndarray
+    label: np.ndarray
+    boxes: np.ndarray
+    stats: Stats
+
+
+@dataclass(frozen=True)
+class BatchSample:
+    """A batch on one device: images uint8 (B, h, w, C), labels float32 (B, h, w), boxes int32
+    (B, n_max, 4) padded with -1; ``originals`` the transformed destinations; stats on the host."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    boxes: torch.Tensor
+    originals: torch.Tensor
+    stats: Stats
+
+
+class NSA:
+    """Natural Synthetic Anomalies of one preset, task and label mode."""
+
+    def __init__(self, preset: Preset, task: str = "nsa", label: str | None = None):
+        self.preset, self.task = preset, get_task(task)
+        self.label = label or self.task.default_label
+
+    @classmethod
+    def from_preset(cls, name: str, task: str = "nsa", label: str | None = None, **overrides) -> "NSA":
+        """The generator of a class preset (``bottle``, ``carpet``, ..., ``generic``), with preset
+        fields overridden by keyword, e.g. ``n_max=4``."""
+        preset = get_preset(name)
+        return cls(preset.replace(**overrides) if overrides else preset, task, label)
+
+    @staticmethod
+    def rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+        """The generator of sample ``index`` of ``epoch`` for ``seed``, as the command lines use."""
+        return sample_rng(seed, epoch, index)
+
+    def __call__(self, dst: np.ndarray, src: np.ndarray, rng: np.random.Generator) -> Sample:
+        """One sample from a destination and a source image (uint8 (H, W, C), same shape; no
+        training transform: pass them as you want them blended). Object masks come from the
+        images when the preset has a background."""
+        out, stats = synthesize(dst, src, self.preset, self.task, self.label, rng)
+        return Sample(out.image, out.label, out.boxes, stats)
+
+    def sample(self, images, index: int, *, seed: int = 0, epoch: int = 0) -> Sample:
+        """Sample ``index`` of ``epoch``, made as the trainer's CPU workers make it: images[index]
+        is the destination, the source and both training transforms are drawn first."""
+        ds = SyntheticDataset(list(images), self.preset, self.task.name, self.label, seed)
+        item = ds[(epoch, int(index))]
+        return Sample(item["image"], item["label"], item["boxes"], ds.stats)
+
+    def batch(self, images: torch.Tensor, indices, *, seed: int = 0, epoch: int = 0,
+              solver: str = "auto") -> BatchSample:
+        """Samples ``indices`` of ``epoch`` made on ``images``' device as ``--gpu-blend`` makes
+        them (augmentation and blending there, plans on the CPU). images: uint8 (N, H, W, C)."""
+        from .blend.solvers import pick_solver
+        from .pipelines import BatchedPipeline
+
+        if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
+            raise InputError("images: expected a uint8 torch tensor (N, H, W, C) on the device to blend on, got "
+                             f"{type(images).__name__} {getattr(images, 'dtype', '')} {tuple(getattr(images, 'shape', ()))}.")
+        pipe = BatchedPipeline(images, self.preset, self.task.name, self.label, seed, len(indices), images.device,
+                               solver=pick_solver(solver, images.device))
+        originals, out, stats = pipe.sample(epoch, np.asarray(indices, np.int64))
+        return BatchSample(out.images, out.labels, out.boxes, originals, stats)
