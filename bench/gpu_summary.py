@@ -96,7 +96,7 @@ def summarize(folder: Path) -> tuple[str, bool]:
     measured = {s: ms for s, ms in solves.items() if ms is not None and SOLVE.format(s) not in failed_short}
     if measured:
         fastest = min(measured, key=measured.get)
-        lines.append(f"fastest on this GPU: {fastest} (--solver auto takes AUTO['cuda'] in nsa_fast/blend/solvers.py)")
+        lines.append(f"fastest on this GPU: {fastest} (--solver auto takes AUTO['cuda'] in nsa_fast/blend/pick.py)")
     lines += ["", "## Synthetic batch of 64 (bottle, logistic labels) on the GPU"]
     for s in ("dst", "sor"):
         row = rows.get(BATCH.format(s))

@@ -11,11 +11,13 @@ import pytest
 import torch
 
 from nsa_fast.blend.batched import BatchedExecutor
-from nsa_fast.blend.opencv import clone_center, execute_plan, poisson_mask, resize_patch, seamless_clone
+from nsa_fast.blend.opencv import execute_plan, resize_patch
+from nsa_fast.blend.ops import clone_center, poisson_mask, seamless_clone
 from nsa_fast.blend.poisson import seamless_clone_batch
 from nsa_fast.blend.solvers import SOLVERS
 from nsa_fast.presets import get_preset
-from nsa_fast.sampler import get_task, object_mask, sample_plan
+from nsa_fast.objects import object_mask
+from nsa_fast.sampler import get_task, sample_plan
 
 B = 64
 CUDA = pytest.mark.cuda
@@ -50,9 +52,9 @@ def problems(nsa_batch):
         h, w = int(y1 - y0), int(x1 - x0)
         s = p.src_box[0]
         patches[k, :h, :w] = resize_patch(src[i][s[0]:s[1], s[2]:s[3]], h, w)
-        masks[k, :h, :w] = poisson_mask(h, w, 255)
+        masks[k, :h, :w] = poisson_mask(np.array([[h, w]]), np.array([255]), h, w)[0]
         sizes.append((h, w))
-        centers.append(clone_center(p.dst_box[0]))
+        centers.append(tuple(int(v) for v in clone_center(p.dst_box[0])))
         items.append(i)
     return dict(patches=patches, masks=masks, sizes=np.array(sizes), centers=np.array(centers),
                 dst=dst[items], modes=np.full(len(rows), cv2.NORMAL_CLONE))
@@ -96,7 +98,7 @@ def test_solve_batched_cpu(benchmark, problems, solver):
 @CUDA
 @pytest.mark.parametrize("solver", ["dst", "sor", "jacobi"])
 def test_solve_batched_cuda(benchmark, problems, solver):
-    from nsa_fast.blend.solvers import pick_solver
+    from nsa_fast.blend.pick import pick_solver
 
     benchmark.group = "Poisson: 64 bottle-preset problems at 224 px"
     run = batched(problems, "cuda", pick_solver(solver, torch.device("cuda")))
@@ -120,7 +122,7 @@ def test_batch_opencv_executor(benchmark, nsa_batch):
 @pytest.mark.parametrize("device,solver", [("cpu", "dst"), pytest.param("cuda", "dst", marks=CUDA),
                                            pytest.param("cuda", "sor", marks=CUDA)])
 def test_batch_batched_executor(benchmark, nsa_batch, device, solver):
-    from nsa_fast.blend.solvers import pick_solver
+    from nsa_fast.blend.pick import pick_solver
 
     preset, dst, src, so, do, plans = nsa_batch
     t = lambda a: torch.from_numpy(np.stack(a)).to(device)  # noqa: E731

@@ -14,8 +14,9 @@ import pytest
 
 from nsa_fast.blend.opencv import execute_plan
 from nsa_fast.presets import get_preset
-from nsa_fast.reference import reference_execute, reference_object_mask
-from nsa_fast.sampler import get_task, object_mask, sample_plan
+from nsa_fast.objects import object_mask, reference_object_mask
+from nsa_fast.reference import reference_execute
+from nsa_fast.sampler import get_task, sample_plan
 
 N_SAMPLES = 32
 
@@ -65,12 +66,12 @@ def test_cpu_sample_clone_share(benchmark, request, monkeypatch, case):
     """The share of the fast path spent inside cv2.seamlessClone (the rest: masks, plans, labels)."""
     import time
 
-    from nsa_fast.blend import opencv
+    from nsa_fast.blend import ops
 
     fixture, preset, label = CASES[case]
     images = request.getfixturevalue(fixture)
     spent = [0.0]
-    real = opencv.seamless_clone
+    real = ops.seamless_clone
 
     def timed(*a, **k):
         t0 = time.perf_counter()
@@ -78,7 +79,7 @@ def test_cpu_sample_clone_share(benchmark, request, monkeypatch, case):
         spent[0] += time.perf_counter() - t0
         return out
 
-    monkeypatch.setattr(opencv, "seamless_clone", timed)
+    monkeypatch.setattr(ops, "seamless_clone", timed)
     benchmark.group = f"synthetic sample x{N_SAMPLES}, one core: {case}"
 
     def run_and_split():

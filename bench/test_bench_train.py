@@ -56,7 +56,7 @@ def test_data_path_cpu_one_worker(benchmark, bottle_like_256):
     pipe = CpuPipeline(np.stack(bottle_like_256), PRESET, "nsa", "logistic", 0, 8, 0, torch.device("cpu"))
     benchmark.group = "training at 224 px"
     epochs = iter(range(10**6))
-    images, labels = benchmark.pedantic(lambda: next(pipe.epoch(next(epochs))), rounds=5, warmup_rounds=1)
+    images, labels, _ = benchmark.pedantic(lambda: next(pipe.epoch(next(epochs))), rounds=5, warmup_rounds=1)
     assert images.shape == (8, 224, 224, 3) and labels.any()
     record_rate(benchmark, 8)
 

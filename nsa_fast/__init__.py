@@ -1,8 +1,24 @@
-"""nsa_fast: Natural Synthetic Anomalies (Schlüter et al.) with a batched Poisson blender."""
-from .api import NSA, BatchSample, Sample
-from .presets import PRESETS, Preset, get_preset
-from .sampler import TASKS, Plan, Stats, object_mask, sample_plan
+"""nsa_fast: Natural Synthetic Anomalies (Schlüter et al.) with a batched Poisson blender.
+
+The public names load on first use: ``import nsa_fast.blend.nvrtc`` (the doctor, the kernel
+compile checks) must not pull in torch, which brings its own NVRTC.
+"""
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
-__all__ = ["NSA", "Sample", "BatchSample", "PRESETS", "Preset", "get_preset", "TASKS", "Plan", "Stats",
-           "object_mask", "sample_plan"]
+_PUBLIC = {"NSA": "api", "Sample": "api", "BatchSample": "api", "PRESETS": "presets", "Preset": "presets",
+           "get_preset": "presets", "TASKS": "sampler", "Plan": "sampler", "Stats": "sampler",
+           "sample_plan": "sampler", "object_mask": "objects"}
+__all__ = list(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

@@ -21,8 +21,8 @@ import torch
 
 from .errors import InputError
 from .presets import Preset, get_preset
-from .sampler import Stats, get_task
-from .synth import SyntheticDataset, sample_rng, synthesize
+from .sampler import Stats, get_task, sample_rng
+from .synthesis import SyntheticDataset, synthesize
 
 
 @dataclass(frozen=True)
@@ -83,9 +83,9 @@ class NSA:
 
     def batch(self, images: torch.Tensor, indices, *, seed: int = 0, epoch: int = 0,
               solver: str = "auto") -> BatchSample:
-        """Samples ``indices`` of ``epoch`` made on ``images``' device as ``--gpu-blend`` makes
+        """Samples ``indices`` of ``epoch`` made on ``images``' device as ``--synth device`` makes
         them (augmentation and blending there, plans on the CPU). images: uint8 (N, H, W, C)."""
-        from .blend.solvers import pick_solver
+        from .blend.pick import pick_solver
         from .pipelines import BatchedPipeline
 
         if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4:

@@ -5,6 +5,7 @@ Checkpoints hold only tensors and plain Python values, so they load with ``weigh
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import io
 import os
@@ -100,3 +101,44 @@ def load(path: str | Path, map_location="cpu") -> dict:
         raise NsaError(f"{str(path)!r} is a torch file but not an nsa_fast checkpoint (it lacks "
                        f"{', '.join(missing)}); pass the last.pt that python -m nsa_fast.train wrote.")
     return state
+
+
+def make_state(model, opt, sched, epoch: int, step: int, cfg, preset, head: str) -> dict:
+    """Everything a run needs to continue: weights, optimizer, schedule, RNG states, settings,
+    and the network's arguments (``head``: the label type's output activation)."""
+    net = model.module if hasattr(model, "module") else model
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return {"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            "epoch": epoch, "step": step, "config": dataclasses.asdict(cfg), "preset": preset.to_dict(),
+            "versions": library_versions(), "rng": rng,
+            "model_args": {"in_channels": preset.channels,
+                           "head": head}}
+
+
+def resume_from(state: dict | Path, model, opt, sched) -> tuple[int, int]:
+    """Load a checkpoint (OUT/last.pt, or its loaded state) into the model, optimizer and schedule
+    and restore the RNG states; returns (first epoch to run, steps done).
+
+    The checkpoint is read on the CPU whatever the training device: the RNG states must stay CPU
+    byte tensors (``torch.set_rng_state`` and ``torch.cuda.set_rng_state`` take nothing else), and
+    ``load_state_dict`` copies weights and optimizer state to the model's own device.
+    """
+    if not isinstance(state, dict):
+        state = load(state, map_location="cpu")
+    net = model.module if hasattr(model, "module") else model
+    try:
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise NsaError(f"the checkpoint's weights do not fit this network ({' '.join(str(err).split())[:300]}); "
+                       "it was written by another version or for other settings. Train into another --out.") from err
+    sched.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"]["torch"])
+    saved = state["rng"].get("cuda", [])
+    if saved and torch.cuda.is_available():
+        # A run resumed on fewer GPUs restores the devices it has; extra saved states are unused.
+        for i in range(min(len(saved), torch.cuda.device_count())):
+            torch.cuda.set_rng_state(saved[i], i)
+    return state["epoch"] + 1, state["step"]

@@ -1,4 +1,4 @@
-"""The ResNet-18 encoder-decoder of the NSA paper (REFERENCE section 4).
+"""The ResNet-18 encoder-decoder of the NSA paper (docs/reference.md section 4).
 
 Encoder: torchvision's ResNet-18 without its pooling and classifier, trained from scratch.
 Bottleneck: 1x1 convolutions 512 -> 256 -> 128. Decoder: three residual transposed-convolution

@@ -1,10 +1,13 @@
-"""Where training batches come from: synthetic anomalies on CPU workers, or on the GPU.
+"""Where training samples are made (``--synth``): CPU workers, the training device, or DALI.
 
-Both pipelines draw every sample's randomness from ``sample_rng(seed, epoch, index)`` in the same
-order (source image, destination transform, source transform, patch plan), so a sample does not
-depend on the number of workers, ranks or on the pipeline. Each yields TrainBatch (images uint8
-(B, h, w, C), labels float32 (B, h, w), the sampler's Stats) on the device where it makes them;
-``to_training_device`` is the one place that moves them to the device the network trains on.
+``make_pipeline`` is the one place that turns the choice into a pipeline; all three offer the
+``Pipeline`` protocol: ``batches(epoch)`` (this rank's batches, which fix the steps of an epoch),
+``epoch(epoch)`` (an iterator of TrainBatch: images uint8 (B, h, w, C), labels float32 (B, h, w),
+the sampler's Stats) and ``stats`` (the counts of every batch made so far). Every pipeline draws a
+sample's randomness from ``sample_rng(seed, epoch, index)`` in the same order (source image,
+destination transform, source transform, patch plan), so a sample does not depend on the number
+of workers, ranks or on the pipeline. ``to_training_device`` is the one place that moves batches
+to the device the network trains on.
 """
 from __future__ import annotations
 
@@ -15,11 +18,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from .errors import NsaError
+from .labels import Label
+from .objects import object_mask
 from .presets import Preset
-from .sampler import Stats, get_task, sample_plan
-from .synth import SyntheticDataset, draw_pair, sample_rng
+from .sampler import Stats, draw_pair, get_task, sample_plan, sample_rng
+from .synthesis import SyntheticDataset
 from .transfer import HostPack
 from .transforms import augment_on_device, pack_augment
+
+SYNTH_CHOICES = ("workers", "device", "dali")
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> list[np.ndarray]:
@@ -107,7 +115,49 @@ def prefetched(jobs: Iterable[Callable[[], TrainBatch]], device: torch.device) -
             yield out
 
 
-class CpuPipeline:
+class Pipeline:
+    """A source of training batches: ``batches(epoch)``, ``epoch(epoch)`` and ``stats``."""
+
+    def __init__(self):
+        self.stats = Stats()
+
+    def batches(self, epoch: int):
+        """This rank's batches of one epoch (their number is the epoch's steps)."""
+        raise NotImplementedError
+
+    def epoch(self, epoch: int) -> Iterator[TrainBatch]:
+        """The batches of one epoch, in order, on the pipeline's device."""
+        for batch in self._make(epoch):
+            self.stats += batch.stats
+            yield batch
+
+    def _make(self, epoch: int) -> Iterator[TrainBatch]:
+        raise NotImplementedError
+
+
+def make_pipeline(synth: str, source, preset: Preset, task: str, label: str, seed: int, batch_size: int,
+                  device: torch.device, *, workers: int = 0, solver: str = "auto", rank: int = 0,
+                  world: int = 1) -> Pipeline:
+    """The pipeline of ``--synth``: ``workers`` (DataLoader workers, OpenCV; source: decoded images),
+    ``device`` (cache, augmentation and blending on ``device``; source: decoded images) or
+    ``dali`` (DALI reads and augments files on ``device``, then blends there; source: files).
+    ``solver`` names the batched executor's Poisson solver (``blend.pick.pick_solver``)."""
+    from .blend.pick import pick_solver
+
+    if synth not in SYNTH_CHOICES:
+        raise NsaError(f"--synth must be one of {SYNTH_CHOICES}, got {synth!r}.")
+    if synth == "workers":
+        if solver != "auto":
+            raise NsaError(f"--solver {solver} chooses the Poisson solver of the batched executor; CPU workers blend "
+                           "with OpenCV. Add --synth device (or --gpu-blend), or drop --solver.")
+        return CpuPipeline(source, preset, task, label, seed, batch_size, workers, device, rank=rank, world=world)
+    cls = BatchedPipeline if synth == "device" else DaliPipeline
+    extra = {"workers": workers} if synth == "dali" else {}
+    return cls(source, preset, task, label, seed, batch_size, device, solver=pick_solver(solver, device),
+               rank=rank, world=world, **extra)
+
+
+class CpuPipeline(Pipeline):
     """Synthetic anomalies made by DataLoader workers with the OpenCV executor (the reference path).
 
     Batches stay on the CPU, in pinned memory when the network trains on CUDA.
@@ -115,6 +165,7 @@ class CpuPipeline:
 
     def __init__(self, images: np.ndarray, preset: Preset, task: str, label: str, seed: int,
                  batch_size: int, workers: int, device: torch.device, rank: int = 0, world: int = 1):
+        super().__init__()
         self.ds = SyntheticDataset(list(images), preset, task, label, seed)
         self.batch_size, self.workers, self.device = batch_size, workers, device
         self.seed, self.rank, self.world = seed, rank, world
@@ -122,7 +173,7 @@ class CpuPipeline:
     def batches(self, epoch: int) -> list[np.ndarray]:
         return epoch_batches(len(self.ds), self.batch_size, self.seed, epoch, self.rank, self.world)
 
-    def epoch(self, epoch: int):
+    def _make(self, epoch: int):
         keyed = [[(epoch, int(i)) for i in b] for b in self.batches(epoch)]
         loader = DataLoader(self.ds, batch_sampler=keyed, num_workers=self.workers,
                             pin_memory=self.device.type == "cuda")
@@ -130,7 +181,7 @@ class CpuPipeline:
             yield TrainBatch(item["image"], item["label"], Stats.from_array(item["stats"].numpy()))
 
 
-class BatchedPipeline:
+class BatchedPipeline(Pipeline):
     """The image cache, the augmentation and the blending on one device (``--gpu-blend`` on CUDA).
 
     The CPU only draws the plans. Per batch: one host-to-device copy of the transforms, one
@@ -144,17 +195,19 @@ class BatchedPipeline:
         from .blend.batched import BatchedExecutor
         from .blend.solvers import dst_solve
 
+        super().__init__()
         device = with_index(device)
         # decoded once, kept on the device (a tensor already there is used as it is)
         self.cache = images.to(device) if isinstance(images, torch.Tensor) else torch.from_numpy(images).to(device)
-        self.preset, self.task, self.label, self.seed = preset, get_task(task), label, seed
+        self.preset, self.task, self.seed = preset, get_task(task), seed
+        self.label = Label.for_preset(label, preset)
         self.batch_size, self.device, self.rank, self.world = batch_size, device, rank, world
         self.executor = BatchedExecutor(solver or dst_solve, disk_median)
 
     def batches(self, epoch: int) -> list[np.ndarray]:
         return epoch_batches(len(self.cache), self.batch_size, self.seed, epoch, self.rank, self.world)
 
-    def epoch(self, epoch: int):
+    def _make(self, epoch: int):
         """Batches of one epoch; the next one is made in a background thread while the caller
         trains on the current one."""
         jobs = [lambda b=b: self.make(epoch, b) for b in self.batches(epoch)]
@@ -182,29 +235,26 @@ class BatchedPipeline:
         return (dst, *synthesize_batch(self.executor, dst, src, rngs, self.preset, self.task, self.label))
 
 
-def synthesize_batch(executor, dst: torch.Tensor, src: torch.Tensor, rngs, preset: Preset, task, label: str):
+def synthesize_batch(executor, dst: torch.Tensor, src: torch.Tensor, rngs, preset: Preset, task, label: Label):
     """Object masks on the device, plans on the CPU, blending and labels on the device; returns
     the executor's Batch and the plans' Stats."""
-    from .blend.batched import object_mask_batch
-
     plans_of = lambda d, s: [sample_plan(dst.shape[1:3], preset, task, rng, s[k], d[k])  # noqa: E731
                              for k, rng in enumerate(rngs)]
     if preset.background is None:
         plans = plans_of([None] * len(rngs), [None] * len(rngs))
         d_obj = s_obj = None
     else:
-        d_obj, s_obj = object_mask_batch(dst, preset.background), object_mask_batch(src, preset.background)
+        d_obj, s_obj = object_mask(dst, preset.background), object_mask(src, preset.background)
         # device -> host: the sampler needs the object masks (the one read-back of a batch)
         both = torch.stack([d_obj, s_obj]).cpu().numpy()
         plans = plans_of(both[0], both[1])
     stats = Stats()
     for plan in plans:
         stats += plan.stats
-    return executor(dst, src, plans, label, logistic=preset.logistic, label_tol=preset.label_tol,
-                    src_obj=s_obj, dst_obj=d_obj, n_max=preset.n_max), stats
+    return executor(dst, src, plans, label, src_obj=s_obj, dst_obj=d_obj, n_max=preset.n_max), stats
 
 
-class DaliPipeline:
+class DaliPipeline(Pipeline):
     """Files read, decoded and augmented by DALI (for sets too large to cache), then blended by the
     batched executor on the same device, in a background thread as ``BatchedPipeline`` does.
 
@@ -221,20 +271,22 @@ class DaliPipeline:
         from .blend.solvers import dst_solve
         from .dali_loader import DaliTrainLoader
 
+        super().__init__()
         device = with_index(device)
         self.loader = DaliTrainLoader(files, preset, batch_size, seed,
                                       device="gpu" if device.type == "cuda" else "cpu",
                                       device_id=device.index if device.type == "cuda" else None,
                                       shard_id=rank, num_shards=world, num_threads=max(1, workers),
                                       return_indices=True)
-        self.preset, self.task, self.label, self.seed = preset, get_task(task), label, seed
+        self.preset, self.task, self.seed = preset, get_task(task), seed
+        self.label = Label.for_preset(label, preset)
         self.device = device
         self.executor = BatchedExecutor(solver or dst_solve, disk_median)
 
     def batches(self, epoch: int) -> range:
         return range(len(self.loader))
 
-    def epoch(self, epoch: int):
+    def _make(self, epoch: int):
         source = iter(self.loader)
         # Each job pulls DALI's next batch and blends it, both in the prefetch thread.
         return prefetched([lambda: self._blend(epoch, *next(source)) for _ in self.batches(epoch)], self.device)

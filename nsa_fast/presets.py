@@ -1,6 +1,6 @@
 """Per-class settings of NSA as data, and how users override them.
 
-The table reproduces the authors' settings (REFERENCE section 5, the paper's Table 4 and section 4.1).
+The table reproduces the authors' settings (docs/reference.md section 5, the paper's Table 4 and section 4.1).
 Half-width fractions are of the image side; the paper's full widths are twice these.
 """
 from __future__ import annotations
@@ -18,7 +18,6 @@ from .errors import PresetError
 
 CLONE_MODES = ("normal", "mixed")
 RESIZE_CLIPS = ("code", "paper")
-LABEL_MODES = ("binary", "continuous", "intensity", "logistic")
 
 
 @dataclass(frozen=True)

@@ -1,46 +1,23 @@
 """The authors' formulas applied literally, on full images, in float64: the slow specification.
 
 Tests check the fast executor against this, and the benchmarks time it beside the fast path. It
-shares no code with the fast path: every step is written out here from the paper and the
-authors' code (REFERENCE sections 1-2), down to the literal OpenCV calls, so that a slip in the
-fast path's clone centre, Poisson mask, resize or object mask shows as a difference.
+shares no code with the fast path: the blending is written out here from the paper and the
+authors' code (docs/reference.md sections 1-2), down to the literal OpenCV calls, so that a slip
+in the fast path's clone centre, Poisson mask, resize or object mask shows as a difference; the
+literal label and object-mask formulas sit beside their fast versions (``labels.reference_label``,
+``objects.reference_object_mask``) and share no code with them either.
 """
 from __future__ import annotations
 
 import cv2
 import numpy as np
-from skimage.filters import median
-from skimage.morphology import disk
 
 from .blend.opencv import Synthetic
+from .labels import reference_label
+from .objects import reference_object_mask
 from .sampler import INTERPOLATE, MIXED, PASTE, Plan
 
-
-def reference_object_mask(img, background):
-    """The authors' object mask: float mean over channels, threshold, 7x7 cv2.medianBlur."""
-    if background is None:
-        return None
-    b, t = background
-    obj = (np.abs(img.mean(axis=-1) - b) > t).astype(np.uint8)
-    return cv2.medianBlur(obj, 7).astype(bool)
-
-
-def reference_label(result, original, region, mode, *, factor=1.0, logistic=(1 / 12, 24.0), tol=1):
-    """REFERENCE section 1 literally: float64 maps over the whole image, skimage's disk median."""
-    m = region.astype(np.uint8)[..., None]
-    on = (np.mean(np.abs(1.0 * m * original - 1.0 * m * result), axis=-1) > tol).astype(np.uint8)
-    on = cv2.medianBlur(on, 5)
-    if mode == "binary":
-        return on.astype(np.float32)
-    if mode == "continuous":
-        return (on * factor).astype(np.float32)
-    lm = on[..., None]
-    d = np.mean(np.abs(lm * original * 1.0 - lm * result * 1.0), axis=-1)
-    d = median(d, disk(5))  # float input: scipy.ndimage.median_filter, mode 'nearest'
-    if mode == "intensity":
-        return d.astype(np.float32)
-    k, y0 = logistic
-    return (on / (1 + np.exp(-k * (d - y0)))).astype(np.float32)
+__all__ = ["reference_execute", "reference_label", "reference_object_mask"]
 
 
 def _clone(patch, image, mask, center, mode):
@@ -53,7 +30,7 @@ def _clone(patch, image, mask, center, mode):
     return cv2.seamlessClone(patch, image, mask.copy(), center, flag)
 
 
-def reference_execute(dst, src, plan: Plan, label_mode, *, logistic=(1 / 12, 24.0), label_tol=1,
+def reference_execute(dst, src, plan: Plan, label_mode, *, logistic=None, label_tol=None,
                       src_obj=None, dst_obj=None) -> Synthetic:
     """Blend as the authors' code does, on full images, then ``reference_label``."""
     out = dst.copy()

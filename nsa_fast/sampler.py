@@ -1,20 +1,22 @@
-"""Patch geometry of the synthetic-anomaly tasks: object masks in, plans out.
+"""The randomness of a synthetic sample: its generator, its source image and transforms, its
+patches' geometry (object masks in, plans out).
 
-Every random number of a sample's geometry is drawn here, from the ``numpy.random.Generator``
-passed in. A plan is plain data (integer boxes and mode codes), so the OpenCV executor and the
-batched GPU executor run the very same plans.
+Every random number of a sample is drawn here, from the ``numpy.random.Generator`` of that
+sample (``sample_rng``), in one order that every pipeline follows (``draw_pair``, then
+``sample_plan``). A plan is plain data (integer boxes and mode codes), so the OpenCV executor and
+the batched executor run the very same plans.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
-from .filters import binary_median
-from .errors import InputError, PresetError, check_image, check_mask
+from .errors import InputError, PresetError, check_mask
+from .objects import resized_object_mask
 from .presets import Preset
+from .transforms import Augment, draw_augment
 
 # Blend mode of a patch. The Poisson modes follow cv2.seamlessClone's NORMAL_CLONE and MIXED_CLONE.
 PASTE, INTERPOLATE, NORMAL, MIXED = 0, 1, 2, 3
@@ -42,6 +44,32 @@ TASKS: dict[str, Task] = {
     "fpi": Task("fpi", False, False, False, "interpolate", False, "continuous"),
     "fpi-poisson": Task("fpi-poisson", False, False, False, "mixed", True, "continuous"),
 }
+
+
+def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The generator of one sample; independent streams for distinct (seed, epoch, index), so a
+    sample does not depend on which worker, rank or pipeline makes it."""
+    return np.random.default_rng(np.random.SeedSequence([seed, epoch, index]))
+
+
+def pick_source(rng: np.random.Generator, index: int, n: int, same: bool) -> int:
+    """Any image but the destination (the destination itself for same-image tasks)."""
+    if same or n < 2:
+        return index
+    j = int(rng.integers(n - 1))
+    return j + (j >= index)
+
+
+def draw_pair(rng: np.random.Generator, index: int, n: int, shape: tuple[int, int], preset: Preset,
+              same: bool, augment: bool = True) -> tuple[int, Augment | None, Augment | None]:
+    """A sample's source image and the two transforms, drawn in the one order every pipeline uses
+    (source, destination transform, source transform; the plan is drawn after), so the CPU and
+    device pipelines make the same samples from the same generator."""
+    j = pick_source(rng, index, n, same)
+    if not augment:
+        return j, None, None
+    dst_aug = draw_augment(preset, shape, rng)
+    return j, dst_aug, dst_aug if j == index else draw_augment(preset, shape, rng)
 
 
 def get_task(name: str) -> Task:
@@ -138,27 +166,6 @@ class Plan:
         return len(self.mode)
 
 
-def object_mask(img: np.ndarray, background: tuple[float, float] | None) -> np.ndarray | None:
-    """Object pixels of a uint8 (H, W, C) image: ``|mean_c(x) - b| > t``, then a 7x7 median.
-
-    Returns an (H, W) bool array, or None when the preset has no background (every pixel counts).
-    """
-    if background is None:
-        return None
-    img = check_image(img)
-    b, t = background
-    c = img.shape[2]
-    if float(b).is_integer() and float(t).is_integer():
-        # |sum/C - b| > t in integers: exact, since b +- t are integers and sum/C rounds monotonically
-        s = img[..., 0].astype(np.int32)
-        for k in range(1, c):
-            s += img[..., k]
-        obj = (s > c * (b + t)) | (s < c * (b - t))
-    else:
-        obj = np.abs(img.mean(axis=-1) - b) > t
-    return binary_median(obj, 7).astype(bool)  # removes grain from the threshold
-
-
 def _bounds(frac: tuple[float, float], side: int) -> tuple[int, int]:
     # ndarray.round() rounds half to even, as the authors' code does.
     return int(np.round(frac[0] * side)), int(np.round(frac[1] * side))
@@ -185,7 +192,7 @@ def sample_plan(shape: tuple[int, int], preset: Preset, task: Task, rng: np.rand
     """Draw the patches of one sample.
 
     shape: (H, W) of both images. src_obj, dst_obj: (H, W) bool object masks of the source and the
-    ORIGINAL destination (``object_mask``), or None for classes without background.
+    ORIGINAL destination (``objects.object_mask``), or None for classes without background.
     """
     H, W = int(shape[0]), int(shape[1])
     src_obj = check_mask(src_obj, (H, W), "source object mask")
@@ -283,15 +290,6 @@ def _destination(h, w, H, W, sbox, preset, rng, src_obj, dst_obj, stats):
         stats.rejected_destination_tries += 1
     stats.skipped["destination_object"] += 1
     return None
-
-
-def resized_object_mask(src_obj: np.ndarray, sbox, h: int, w: int) -> np.ndarray:
-    """The source object mask under a patch, resized bilinearly to h x w as the patch is; bool."""
-    y0, y1, x0, x1 = sbox
-    crop = src_obj[y0:y1, x0:x1].astype(np.uint8)
-    if crop.shape != (h, w):
-        crop = cv2.resize(crop, (w, h), interpolation=cv2.INTER_LINEAR)
-    return crop.astype(bool)
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,15 @@
 """``python -m nsa_fast.train``: train the NSA encoder-decoder on normal images.
 
-    python -m nsa_fast.train --data ROOT --category CLASS [--gpu-blend] [--epochs N] [--out DIR]
+    python -m nsa_fast.train --data ROOT --category CLASS [--synth {workers,device,dali}] [--epochs N] [--out DIR]
 
 Reads ROOT/CLASS/train (MVTec AD layout, or ``--data demo``), makes synthetic anomalies on CPU
-workers or, with --gpu-blend, on the GPU, and writes DIR/last.pt (atomically, every epoch),
+workers or, with --synth device (--gpu-blend), on the GPU, and writes DIR/last.pt (atomically, every epoch),
 DIR/log.csv, DIR/config.json and a PNG grid of inputs, labels and predictions every few epochs.
 ``--resume`` continues from DIR/last.pt exactly where it stopped. Multi-GPU: torchrun.
 Exit codes: 0 success, 2 bad input or configuration.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -21,16 +20,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import checkpoint, cli, rundir
 from .cli import Parser, positive_float, positive_int, seed_int, worker_count
 from .errors import NsaError, warn
 from .io import write_text_atomic
 from .model import EncoderDecoder, normalize
-from .presets import LABEL_MODES, Preset, add_preset_args, check_trainable, get_preset, resolve_preset
-from .blend.solvers import SOLVER_NAMES
-from .pipelines import to_training_device
+from .presets import Preset, add_preset_args, check_trainable, get_preset, resolve_preset
+from .blend.pick import SOLVER_NAMES
+from .labels import get_label_type, label_names
+from .pipelines import SYNTH_CHOICES, to_training_device
 from .progress import Logger, stats_row
 from .sampler import TASKS, Stats, get_task
 
@@ -42,8 +41,7 @@ class TrainConfig:
     out: str
     task: str = "nsa"
     label: str = "logistic"
-    gpu_blend: bool = False
-    blend_device: str | None = None   # run the batched (GPU) pipeline on another device, e.g. cpu
+    synth: str = "workers"            # where samples are made: workers, device, dali (pipelines.SYNTH_CHOICES)
     epochs: int = 320
     batch_size: int = 64
     lr: float = 1e-3
@@ -53,7 +51,6 @@ class TrainConfig:
     grid_every: int = 10
     amp: str = "auto"
     device: str = "auto"
-    loader: str = "memory"
     solver: str = "auto"
     steps_per_epoch: int | None = None  # cap, for smoke runs
     stop_after: int | None = None       # epochs to run in this invocation (then --resume)
@@ -67,22 +64,26 @@ def parse_args(argv=None) -> tuple[TrainConfig, Preset, bool, bool, bool]:
     ap.add_argument("--data", required=True, help="dataset root (MVTec layout) or 'demo'")
     ap.add_argument("--out", default=None, help="output folder (default runs/CATEGORY-TASK-LABEL-sSEED)")
     ap.add_argument("--task", default="nsa", choices=sorted(TASKS), help="self-supervised task")
-    ap.add_argument("--label", choices=LABEL_MODES, help="label mode (default: the task's; logistic for nsa)")
-    ap.add_argument("--gpu-blend", action="store_true", help="cache, augment and blend on the GPU")
-    ap.add_argument("--blend-device", choices=("cpu", "cuda"), help=argparse.SUPPRESS)
+    ap.add_argument("--label", choices=label_names(), help="label mode (default: the task's; logistic for nsa)")
+    ap.add_argument("--synth", choices=SYNTH_CHOICES,
+                    help="where synthetic anomalies are made: workers (CPU DataLoader workers, OpenCV; the "
+                         "default), device (image cache, augmentation and blending on the training device), "
+                         "dali (DALI reads and augments the files each epoch, then blending on the training device)")
+    ap.add_argument("--gpu-blend", action="store_true",
+                    help="--synth device on a CUDA GPU (refused when none is visible)")
     ap.add_argument("--epochs", type=positive_int, help="epochs (default: the preset's, e.g. 320)")
     ap.add_argument("--batch-size", type=positive_int, default=64, help="images a step (at least 2: batch norm)")
     ap.add_argument("--lr", type=positive_float, default=1e-3, help="Adam's learning rate")
     ap.add_argument("--seed", type=seed_int, default=0, help="seeds the weights and every sample")
     ap.add_argument("--workers", type=worker_count, default=min(8, os.cpu_count() or 1),
-                    help="CPU workers making synthetic anomalies (without --gpu-blend); 0: in the main process")
+                    help="CPU workers making synthetic anomalies with --synth workers (DALI's threads with "
+                         "--synth dali); 0: in the main process")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                     help="where the network trains (auto: CUDA when visible)")
-    ap.add_argument("--loader", choices=("memory", "dali"), default="memory",
-                    help="memory: decode once into a uint8 cache (CPU, or GPU with --gpu-blend); "
-                         "dali: read and augment files with NVIDIA DALI each epoch (large sets)")
+    ap.add_argument("--loader", choices=("memory", "dali"),
+                    help="the older spelling of --synth dali (dali); memory changes nothing")
     ap.add_argument("--solver", choices=SOLVER_NAMES, default="auto",
-                    help="Poisson solver of the batched pipeline (--gpu-blend, --loader dali): dst, the "
+                    help="Poisson solver of --synth device and dali: dst, the "
                          "direct sine-transform solve; sor and jacobi, iterative (CUDA kernels on a GPU); "
                          "auto, the fastest on the device (see README)")
     ap.add_argument("--grid-every", type=positive_int, default=10, help="write a PNG grid every N epochs")
@@ -105,29 +106,39 @@ def parse_args(argv=None) -> tuple[TrainConfig, Preset, bool, bool, bool]:
     epochs_given = a.epochs is not None or preset.epochs != get_preset(preset.name).epochs
     if a.epochs is not None:
         preset = preset.replace(epochs=a.epochs)
+    synth = resolve_synth(ap, a)
     label = a.label or get_task(a.task).default_label
     out = a.out or f"runs/{a.category}-{a.task}-{label}-s{a.seed}"
     cfg = TrainConfig(data=a.data, category=a.category, out=out, task=a.task, label=label,
-                      gpu_blend=a.gpu_blend, blend_device=a.blend_device, epochs=preset.epochs,
+                      synth=synth, epochs=preset.epochs,
                       batch_size=a.batch_size, lr=a.lr, seed=a.seed, workers=a.workers,
-                      grid_every=a.grid_every, amp=a.amp, device=a.device, loader=a.loader,
+                      grid_every=a.grid_every, amp=a.amp, device=a.device,
                       solver=a.solver, steps_per_epoch=a.steps_per_epoch,
                       stop_after=a.stop_after, evaluate=not a.no_eval)
     return cfg, preset, a.resume, a.overwrite, epochs_given
 
 
+def resolve_synth(ap, a) -> str:
+    """The one choice of where samples are made, from --synth and its aliases (--gpu-blend: on a
+    CUDA GPU, device unless dali is asked for; --loader dali: dali). The default is CPU workers."""
+    if a.gpu_blend:
+        if not torch.cuda.is_available():
+            raise NsaError("--gpu-blend needs a CUDA GPU and none is visible (torch.cuda.is_available() is "
+                           "False). Run without --gpu-blend: synthetic anomalies are then made on CPU "
+                           "workers (--workers N) and training runs on the CPU.")
+        if a.device == "cpu":
+            raise NsaError("--gpu-blend trains on the GPU; it cannot be combined with --device cpu.")
+        if a.synth == "workers":
+            ap.error("--gpu-blend makes samples on the GPU and --synth workers on CPU workers; give one of them")
+    if a.loader == "dali" and a.synth not in (None, "dali"):
+        ap.error(f"--loader dali means --synth dali, which contradicts --synth {a.synth}; give one of them")
+    return a.synth or ("dali" if a.loader == "dali" else "device" if a.gpu_blend else "workers")
+
+
 def pick_device(cfg: TrainConfig, local_rank: int) -> torch.device:
-    if cfg.gpu_blend and not torch.cuda.is_available():
-        raise NsaError("--gpu-blend needs a CUDA GPU and none is visible (torch.cuda.is_available() is "
-                       "False). Run without --gpu-blend: synthetic anomalies are then made on CPU "
-                       "workers (--workers N) and training runs on the CPU.")
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise NsaError("--device cuda: no CUDA GPU is visible; use --device cpu (or auto).")
-    if cfg.blend_device == "cuda" and not torch.cuda.is_available():
-        raise NsaError("--blend-device cuda: no CUDA GPU is visible; use --blend-device cpu.")
     if cfg.device == "cpu" or not torch.cuda.is_available():
-        if cfg.gpu_blend:
-            raise NsaError("--gpu-blend trains on the GPU; it cannot be combined with --device cpu.")
         return torch.device("cpu")
     return torch.device("cuda", local_rank)
 
@@ -145,27 +156,17 @@ def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None
 
 
 def build_pipeline(cfg: TrainConfig, preset: Preset, files: list, device, rank, world):
-    """The batch source, chosen once here: DALI, the device cache (--gpu-blend) or CPU workers."""
-    from .blend.solvers import pick_solver
+    """The batch source of ``cfg.synth`` (``pipelines.make_pipeline``), its images decoded and
+    tried first unless DALI reads the files."""
     from .data import load_images
-    from .pipelines import BatchedPipeline, CpuPipeline, DaliPipeline
+    from .pipelines import make_pipeline
 
-    batched = cfg.loader == "dali" or cfg.gpu_blend or cfg.blend_device
-    if not batched and cfg.solver != "auto":
-        raise NsaError(f"--solver {cfg.solver} chooses the Poisson solver of the batched pipeline; the CPU "
-                       "workers blend with OpenCV. Add --gpu-blend (or --loader dali), or drop --solver.")
-    if cfg.loader == "dali":
-        dev = device if cfg.gpu_blend else torch.device(cfg.blend_device or "cpu")
-        return DaliPipeline(files, preset, cfg.task, cfg.label, cfg.seed, cfg.batch_size, dev,
-                            solver=pick_solver(cfg.solver, dev), rank=rank, world=world, workers=cfg.workers)
-    images = load_images(files, preset, preset.image_size)
-    check_anomalies(images, preset, cfg)
-    if batched:
-        blend_dev = device if cfg.gpu_blend else torch.device(cfg.blend_device)
-        return BatchedPipeline(images, preset, cfg.task, cfg.label, cfg.seed, cfg.batch_size, blend_dev,
-                               solver=pick_solver(cfg.solver, blend_dev), rank=rank, world=world)
-    return CpuPipeline(images, preset, cfg.task, cfg.label, cfg.seed, cfg.batch_size, cfg.workers, device,
-                       rank=rank, world=world)
+    source = files
+    if cfg.synth != "dali":
+        source = load_images(files, preset, preset.image_size)
+        check_anomalies(source, preset, cfg)
+    return make_pipeline(cfg.synth, source, preset, cfg.task, cfg.label, cfg.seed, cfg.batch_size, device,
+                         workers=cfg.workers, solver=cfg.solver, rank=rank, world=world)
 
 
 TRIAL_SAMPLES = 8
@@ -174,7 +175,7 @@ TRIAL_SAMPLES = 8
 def check_anomalies(images, preset: Preset, cfg: TrainConfig) -> None:
     """Make a few samples before training: settings under which no patch survives (every label
     empty) would train a network to predict nothing and report it as a success."""
-    from .synth import SyntheticDataset
+    from .synthesis import SyntheticDataset
 
     ds = SyntheticDataset(list(images), preset, cfg.task, cfg.label, cfg.seed)
     n = min(TRIAL_SAMPLES, len(ds))
@@ -185,49 +186,8 @@ def check_anomalies(images, preset: Preset, cfg: TrainConfig) -> None:
 
 
 def loss_fn(logits: torch.Tensor, labels: torch.Tensor, label_mode: str) -> torch.Tensor:
-    """BCE on logits for bounded labels (the sigmoid head), MSE after ReLU for raw intensity."""
-    if label_mode == "intensity":
-        return F.mse_loss(F.relu(logits.float()), labels)
-    return F.binary_cross_entropy_with_logits(logits.float(), labels)
-
-
-def make_state(model, opt, sched, epoch: int, step: int, cfg: TrainConfig, preset: Preset) -> dict:
-    net = model.module if hasattr(model, "module") else model
-    rng = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    return {"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "epoch": epoch, "step": step, "config": dataclasses.asdict(cfg), "preset": preset.to_dict(),
-            "versions": checkpoint.library_versions(), "rng": rng,
-            "model_args": {"in_channels": preset.channels,
-                           "head": "relu" if cfg.label == "intensity" else "sigmoid"}}
-
-
-def resume_from(state: dict | Path, model, opt, sched) -> tuple[int, int]:
-    """Load a checkpoint (OUT/last.pt, or its loaded state) into the model, optimizer and schedule
-    and restore the RNG states; returns (first epoch to run, steps done).
-
-    The checkpoint is read on the CPU whatever the training device: the RNG states must stay CPU
-    byte tensors (``torch.set_rng_state`` and ``torch.cuda.set_rng_state`` take nothing else), and
-    ``load_state_dict`` copies weights and optimizer state to the model's own device.
-    """
-    if not isinstance(state, dict):
-        state = checkpoint.load(state, map_location="cpu")
-    net = model.module if hasattr(model, "module") else model
-    try:
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-    except (RuntimeError, ValueError, KeyError) as err:
-        raise NsaError(f"the checkpoint's weights do not fit this network ({' '.join(str(err).split())[:300]}); "
-                       "it was written by another version or for other settings. Train into another --out.") from err
-    sched.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"]["torch"])
-    saved = state["rng"].get("cuda", [])
-    if saved and torch.cuda.is_available():
-        # A run resumed on fewer GPUs restores the devices it has; extra saved states are unused.
-        for i in range(min(len(saved), torch.cuda.device_count())):
-            torch.cuda.set_rng_state(saved[i], i)
-    return state["epoch"] + 1, state["step"]
+    """The loss the label type implies (``labels.LabelType.loss``)."""
+    return get_label_type(label_mode).loss(logits, labels)
 
 
 def write_grid(path: Path, images: torch.Tensor, labels: torch.Tensor, preds: torch.Tensor, vmax: float,
@@ -382,7 +342,8 @@ def _main(argv) -> int:
             warn(f"epoch {epoch + 1} made no synthetic anomaly: {stats.summary()}. The network learns to predict "
                  "empty maps; check the preset (--set) against the images.")
         if rank == 0:
-            checkpoint.save_atomic(make_state(model, opt, sched, epoch, step, cfg, preset), out / "last.pt")
+            checkpoint.save_atomic(checkpoint.make_state(model, opt, sched, epoch, step, cfg, preset,
+                                                             get_label_type(cfg.label).head), out / "last.pt")
             logger.epoch({"epoch": epoch, "step": step, "loss": res.loss, "lr": lr, "samples_per_s": res.samples_per_s,
                           "data_s": res.data_s, "step_s": res.step_s, "seconds": time.perf_counter() - t0,
                           **stats_row(stats)})
@@ -408,8 +369,7 @@ def _main(argv) -> int:
 def build_model(cfg: TrainConfig, preset: Preset, device: torch.device):
     """The network (seeded), Adam and the cosine schedule of the paper."""
     torch.manual_seed(cfg.seed)  # the model's initial weights
-    head = "relu" if cfg.label == "intensity" else "sigmoid"
-    model = EncoderDecoder(preset.channels, head).to(device, memory_format=torch.channels_last)
+    model = EncoderDecoder(preset.channels, get_label_type(cfg.label).head).to(device, memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs, eta_min=cfg.lr_min)
     return model, opt, sched
@@ -417,7 +377,7 @@ def build_model(cfg: TrainConfig, preset: Preset, device: torch.device):
 
 def continue_run(saved: dict, cfg: TrainConfig, model, opt, sched, rank: int) -> tuple[int, int]:
     """Resume a checked checkpoint (see rundir.check_resume); (start epoch, step)."""
-    start, step = resume_from(saved, model, opt, sched)
+    start, step = checkpoint.resume_from(saved, model, opt, sched)
     new_lr = rundir.extend_schedule(sched, cfg.epochs)
     if new_lr is not None and rank == 0:
         print(f"note: the run now spans {cfg.epochs} epochs (it had {saved['config']['epochs']}): the cosine "
@@ -436,9 +396,9 @@ def all_ranks(stats: Stats, device: torch.device, world: int) -> Stats:
 
 def grid(out: Path, cfg: TrainConfig, epoch: int, res: EpochResult) -> None:
     images, labels, logits = res.last
-    preds = torch.sigmoid(logits) if cfg.label != "intensity" else F.relu(logits)
-    vmax = 255.0 if cfg.label == "intensity" else 1.0
-    write_grid(out / f"grid_epoch{epoch + 1:04d}.png", images, labels, preds.detach(), vmax, epoch + 1, res.loss)
+    kind = get_label_type(cfg.label)
+    write_grid(out / f"grid_epoch{epoch + 1:04d}.png", images, labels, kind.activate(logits).detach(), kind.vmax,
+               epoch + 1, res.loss)
 
 
 if __name__ == "__main__":

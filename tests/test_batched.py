@@ -5,10 +5,11 @@ import pytest
 import torch
 
 from _support import objects_on_background
-from nsa_fast.blend.batched import BatchedExecutor, object_mask_batch, resize_patches
+from nsa_fast.blend.batched import BatchedExecutor, resize_patches
 from nsa_fast.blend.opencv import execute_plan
 from nsa_fast.presets import get_preset
-from nsa_fast.sampler import get_task, object_mask, sample_plan
+from nsa_fast.objects import object_mask
+from nsa_fast.sampler import get_task, sample_plan
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 
@@ -31,7 +32,7 @@ def test_resize_is_bit_exact_with_opencv():
 
 def test_object_masks_on_the_device_equal_the_cpu_ones():
     imgs = objects_on_background(4)
-    got = object_mask_batch(torch.from_numpy(np.stack(imgs)), (200, 60)).numpy()
+    got = object_mask(torch.from_numpy(np.stack(imgs)), (200, 60)).numpy()
     for g, im in zip(got, imgs):
         np.testing.assert_array_equal(g, object_mask(im, (200, 60)))
 

@@ -9,8 +9,9 @@ from nsa_fast.blend.opencv import execute_plan
 from nsa_fast.errors import InputError
 from nsa_fast.presets import Preset, get_preset
 from nsa_fast.reference import reference_execute
-from nsa_fast.sampler import NORMAL, get_task, object_mask, sample_plan
-from nsa_fast.synth import SyntheticDataset, sample_rng, synthesize
+from nsa_fast.objects import object_mask
+from nsa_fast.sampler import NORMAL, get_task, sample_plan, sample_rng
+from nsa_fast.synthesis import SyntheticDataset, synthesize
 
 
 def make_plan(preset, task, shape, seed, src_obj=None, dst_obj=None):

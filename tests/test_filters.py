@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from nsa_fast.filters import binary_median
-from nsa_fast.sampler import object_mask
+from nsa_fast.objects import object_mask
 
 
 @pytest.mark.parametrize("ksize", [3, 5, 7])

@@ -2,8 +2,17 @@ import numpy as np
 import pytest
 from scipy.ndimage import median_filter
 
-from nsa_fast.labels import make_label
-from nsa_fast.reference import reference_label
+import torch
+
+from _support import objects_on_background
+from nsa_fast import labels
+from nsa_fast.blend.batched import BatchedExecutor
+from nsa_fast.blend.opencv import execute_plan
+from nsa_fast.labels import LABEL_TYPES, Label, LabelType, get_label_type, make_label, reference_label
+from nsa_fast.objects import object_mask
+from nsa_fast.presets import get_preset
+from nsa_fast.reference import reference_execute
+from nsa_fast.sampler import get_task, sample_plan
 
 
 def blank(h=64, w=64, c=3, value=100):
@@ -65,7 +74,7 @@ def test_grayscale_labels():
     assert lab.shape == (64, 64) and lab[25, 25] == 7.0
 
 
-@pytest.mark.parametrize("mode", ["binary", "continuous", "intensity", "logistic"])
+@pytest.mark.parametrize("mode", sorted(LABEL_TYPES))
 @pytest.mark.parametrize("channels", [1, 3])
 def test_equals_reference_formula_on_random_blends(mode, channels):
     rng = np.random.default_rng(3)
@@ -100,3 +109,59 @@ def test_empty_region_gives_zero_label():
 def test_unknown_mode():
     with pytest.raises(ValueError, match="label mode must be one of"):
         make_label(blank(), blank(), np.ones((64, 64), bool), "soft")
+
+
+def test_the_registry_holds_the_papers_four_label_types_with_their_heads_and_scales():
+    assert sorted(LABEL_TYPES) == ["binary", "continuous", "intensity", "logistic"]
+    heads = {name: (k.head, k.vmax, k.uses_intensity) for name, k in LABEL_TYPES.items()}
+    assert heads == {"binary": ("sigmoid", 1.0, False), "continuous": ("sigmoid", 1.0, False),
+                     "intensity": ("relu", 255.0, True), "logistic": ("sigmoid", 1.0, True)}
+    logits, target = torch.tensor([[-2.0, 0.5, 3.0]]), torch.tensor([[0.0, 0.2, 1.0]])
+    assert torch.allclose(get_label_type("logistic").loss(logits, target),
+                          torch.nn.functional.binary_cross_entropy(torch.sigmoid(logits), target))
+    assert torch.allclose(get_label_type("intensity").loss(logits, target),
+                          ((logits.clamp(min=0) - target) ** 2).mean())
+    assert torch.equal(get_label_type("intensity").activate(logits), logits.clamp(min=0))
+
+
+def test_a_label_type_that_is_not_zero_away_from_the_patches_is_refused(monkeypatch):
+    monkeypatch.setattr(labels, "LABEL_TYPES", dict(LABEL_TYPES))
+    with pytest.raises(ValueError, match="not 0 where"):
+        labels.register(LabelType("everywhere", lambda xp, b, i, f, lab: b + 0.1, lambda on, d, f, lab: on + 0.1))
+    assert "everywhere" not in labels.label_names()
+
+
+def test_a_toy_label_type_registered_in_one_place_runs_through_both_executors(monkeypatch):
+    """Half the binary map where the intensity exceeds 10 grey levels: registered here only, it
+    reaches the OpenCV executor, the batched executor and the literal reference, which agree."""
+    monkeypatch.setattr(labels, "LABEL_TYPES", dict(LABEL_TYPES))
+    labels.register(LabelType(
+        "toy", finish=lambda xp, b, i, f, lab: 0.5 * b * (i > 10),
+        reference=lambda on, d, f, lab: (0.5 * on * (d > 10)).astype(np.float32),
+        uses_intensity=True, head="relu", loss=lambda lg, lb: (lg - lb).abs().mean(), vmax=0.5))
+    preset = get_preset("bottle")
+    imgs = objects_on_background(8, seed=4)
+    dst, src = np.stack(imgs[:6]), np.stack(imgs[2:])
+    so = [object_mask(s, preset.background) for s in src]
+    do = [object_mask(d, preset.background) for d in dst]
+    rng = np.random.default_rng(5)
+    plans = [sample_plan(dst.shape[1:3], preset, get_task("nsa"), rng, so[i], do[i]) for i in range(6)]
+    ours = [execute_plan(dst[i], src[i], plans[i], "toy", src_obj=so[i], dst_obj=do[i]) for i in range(6)]
+    batch = BatchedExecutor()(torch.from_numpy(dst), torch.from_numpy(src), plans, Label.of("toy"),
+                              src_obj=torch.from_numpy(np.stack(so)), dst_obj=torch.from_numpy(np.stack(do)))
+    labelled = 0
+    for i in range(6):
+        lab = ours[i].label
+        assert set(np.unique(lab)) <= {0.0, 0.5}
+        labelled += int((lab > 0).sum())
+        np.testing.assert_array_equal(batch.labels[i].numpy(), lab)
+        ref = reference_execute(dst[i], src[i], plans[i], "toy", src_obj=so[i], dst_obj=do[i]).label
+        on = (lab > 0) | (ref > 0)
+        assert on.sum() == 0 or (lab[on] == ref[on]).mean() >= 0.999
+    assert labelled > 1000
+    # the trainer takes the type's loss and head, and its command line offers it
+    from nsa_fast.train import loss_fn, parse_args
+
+    assert loss_fn(torch.tensor([1.0, -2.0]), torch.tensor([0.5, 0.0]), "toy").item() == pytest.approx(1.25)
+    cfg = parse_args(["--data", "demo", "--category", "demo", "--label", "toy"])[0]
+    assert cfg.label == "toy" and get_label_type(cfg.label).head == "relu"

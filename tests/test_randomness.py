@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 
 from nsa_fast.pipelines import epoch_batches
-from nsa_fast.synth import sample_rng
+from nsa_fast.sampler import sample_rng
 
 
 def test_sample_streams_are_distinct_over_a_grid_of_keys():

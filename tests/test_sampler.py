@@ -4,8 +4,8 @@ from scipy import stats as st
 
 from nsa_fast.errors import InputError
 from nsa_fast.presets import Preset, get_preset
-from nsa_fast.sampler import (MIXED, NORMAL, PASTE, TASKS, get_task, object_mask, resized_object_mask,
-                              sample_plan, PlanBatch)
+from nsa_fast.objects import object_mask, resized_object_mask
+from nsa_fast.sampler import MIXED, NORMAL, PASTE, TASKS, PlanBatch, get_task, sample_plan
 
 from _support import disc_object
 

@@ -324,7 +324,8 @@ def test_batched_executor_on_the_kernels_equals_its_torch_twin(cp):
     from _support import objects_on_background
     from nsa_fast.blend.batched import BatchedExecutor
     from nsa_fast.presets import get_preset
-    from nsa_fast.sampler import get_task, object_mask, sample_plan
+    from nsa_fast.objects import object_mask
+    from nsa_fast.sampler import get_task, sample_plan
 
     B, seed, preset = 2, 3, get_preset("bottle")
     imgs = objects_on_background(B + 3, seed=seed)

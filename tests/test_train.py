@@ -67,7 +67,7 @@ def test_resume_gives_identical_weights(demo_root, tmp_path):
 
 def test_batched_pipeline_trains_on_the_cpu(demo_root, tmp_path):
     # the --gpu-blend pipeline (device cache, device augmentation, batched executor) run on the CPU
-    rc = train(demo_root, tmp_path, "--epochs", "1", "--steps-per-epoch", "2", "--blend-device", "cpu",
+    rc = train(demo_root, tmp_path, "--epochs", "1", "--steps-per-epoch", "2", "--synth", "device",
                "--no-eval")
     assert rc == 0 and checkpoint.load(tmp_path / "last.pt")["step"] == 2
 
@@ -186,7 +186,7 @@ def test_gpu_blend_trains_on_cuda(demo_root, tmp_path, solver):
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("source", [("--workers", "0"), ("--workers", "2"), ("--blend-device", "cpu")])
+@pytest.mark.parametrize("source", [("--workers", "0"), ("--workers", "2"), ("--synth", "device")])
 def test_cpu_made_batches_train_a_cuda_model_and_resume(demo_root, tmp_path, source):
     # batches made on the CPU reach the GPU model; the checkpoint (CUDA RNG states included)
     # resumes on the GPU
@@ -221,7 +221,7 @@ def test_resume_reads_the_checkpoint_on_the_cpu_whatever_the_model_device(demo_r
     # A model on a non-CPU device (meta stands in for a GPU): loading the checkpoint onto the
     # model's device would hand torch.set_rng_state a non-CPU tensor, which it refuses.
     from nsa_fast.model import EncoderDecoder
-    from nsa_fast.train import resume_from
+    from nsa_fast.checkpoint import resume_from
 
     assert train(demo_root, tmp_path, "--epochs", "2", "--steps-per-epoch", "1", "--no-eval", "--workers", "0",
                  "--stop-after", "1") == 0
@@ -256,12 +256,12 @@ def test_solver_flag_reaches_the_batched_pipeline(demo_root, tmp_path, monkeypat
     built = []
     real = tr.build_pipeline
     monkeypatch.setattr(tr, "build_pipeline", lambda *a: built.append(real(*a)) or built[-1])
-    rc = train(demo_root, tmp_path / "a", "--epochs", "1", "--steps-per-epoch", "1", "--blend-device", "cpu",
+    rc = train(demo_root, tmp_path / "a", "--epochs", "1", "--steps-per-epoch", "1", "--synth", "device",
                "--solver", "sor", "--no-eval")
     assert rc == 0 and built[0].executor.solver is sor_solve
     rc = train(demo_root, tmp_path / "b", "--epochs", "1", "--steps-per-epoch", "1", "--solver", "sor",
                "--workers", "0", "--no-eval")
-    assert rc == 2 and "--solver sor chooses the Poisson solver of the batched pipeline" in capsys.readouterr().err
+    assert rc == 2 and "--solver sor chooses the Poisson solver of the batched executor" in capsys.readouterr().err
 
 
 def test_resume_with_more_epochs_stretches_the_schedule(demo_root, tmp_path, capsys):
@@ -347,7 +347,7 @@ def test_piped_output_shows_one_line_an_epoch_and_the_results_table(demo_root, t
     assert "\r" not in run.stdout  # no progress bar drawn into a pipe
 
 
-@pytest.mark.parametrize("pipeline", [(), ("--blend-device", "cpu")])
+@pytest.mark.parametrize("pipeline", [(), ("--synth", "device")])
 def test_synthetic_anomaly_counts_reach_log_csv(demo_root, tmp_path, pipeline):
     import csv
 
@@ -389,3 +389,44 @@ def test_an_epoch_without_anomalies_is_named(demo_root, tmp_path, capsys, monkey
                "--set", "half_h=0.03,0.06", "--set", "half_w=0.03,0.06")
     assert rc == 0
     assert "warning: epoch 1 made no synthetic anomaly: samples 8: patches tried" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, want", [([], "workers"), (["--synth", "device"], "device"), (["--synth", "dali"], "dali"),
+                                         (["--loader", "dali"], "dali"), (["--loader", "memory"], "workers"),
+                                         (["--loader", "dali", "--synth", "dali"], "dali")])
+def test_where_samples_are_made_is_one_choice_with_its_aliases(flags, want):
+    from nsa_fast.train import parse_args
+
+    assert parse_args(["--data", "demo", "--category", "demo", *flags])[0].synth == want
+
+
+@pytest.mark.parametrize("flags, want", [(["--gpu-blend"], "device"), (["--gpu-blend", "--synth", "device"], "device"),
+                                         (["--gpu-blend", "--loader", "dali"], "dali"),
+                                         (["--gpu-blend", "--synth", "dali"], "dali")])
+def test_gpu_blend_is_the_alias_of_synth_device_on_a_gpu(monkeypatch, flags, want):
+    from nsa_fast.train import parse_args
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert parse_args(["--data", "demo", "--category", "demo", *flags])[0].synth == want
+
+
+@pytest.mark.parametrize("flags", [("--loader", "dali", "--synth", "device"), ("--loader", "dali", "--synth", "workers")])
+def test_contradicting_choices_of_where_samples_are_made_are_refused(demo_root, tmp_path, capsys, flags):
+    rc = train(demo_root, tmp_path, "--epochs", "1", *flags)
+    err = capsys.readouterr().err
+    assert rc == 2 and "contradicts" in err and "Traceback" not in err
+
+
+def test_gpu_blend_with_synth_workers_is_refused(monkeypatch, capsys):
+    from nsa_fast.train import parse_args
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(SystemExit) as exc:
+        parse_args(["--data", "demo", "--category", "demo", "--gpu-blend", "--synth", "workers"])
+    assert exc.value.code == 2 and "give one of them" in capsys.readouterr().err
+
+
+def test_the_run_records_where_its_samples_were_made(demo_root, tmp_path):
+    rc = train(demo_root, tmp_path, "--epochs", "1", "--steps-per-epoch", "1", "--synth", "device", "--no-eval")
+    assert rc == 0
+    assert json.loads((tmp_path / "config.json").read_text())["config"]["synth"] == "device"

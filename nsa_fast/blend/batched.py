@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..errors import InputError
-from ..presets import LABEL_MODES
+from ..labels import Label, label_batch
 from ..sampler import INTERPOLATE, PASTE, POISSON_MODES, Plan, PlanBatch
 from ..transfer import DevicePack, HostPack
+from . import ops
 from .poisson import CPU_BUCKETS, Layout, clone_on_device, layout_from_rois, split_layout
 from .solvers import dst_solve
 
@@ -101,23 +101,6 @@ def place(patches: torch.Tensor, boxes, H: int, W: int):
     return patches[p, yy[:, :, None], xx[:, None, :]], iny[:, :, None] & inx[:, None, :]
 
 
-def box_median_binary(on: torch.Tensor, k: int) -> torch.Tensor:
-    """k x k median of a (B, H, W) 0/1 map with replicated border (cv2.medianBlur): a count."""
-    x = F.pad(on[:, None].float(), (k // 2,) * 4, mode="replicate")
-    counts = F.avg_pool2d(x, k, stride=1, divisor_override=1)[:, 0]
-    return counts > (k * k) // 2
-
-
-def object_mask_batch(images: torch.Tensor, background) -> torch.Tensor | None:
-    """``sampler.object_mask`` for a (B, H, W, C) uint8 batch on any device: (B, H, W) bool."""
-    if background is None:
-        return None
-    b, t = background
-    C = images.shape[-1]
-    mean = images.to(torch.float64).sum(-1) / C
-    return box_median_binary((mean - b).abs() > t, 7)
-
-
 @dataclass(frozen=True)
 class _Round:
     """Host facts of one blending round: which patches, and which kinds of blend occur."""
@@ -141,12 +124,12 @@ class BatchedExecutor:
         self.solver = solver
         self.disk_median = disk_median
 
-    def __call__(self, dst: torch.Tensor, src: torch.Tensor, plans: list[Plan], label_mode: str, *,
-                 logistic=(1 / 12, 24.0), label_tol: int = 1, src_obj: torch.Tensor | None = None,
+    def __call__(self, dst: torch.Tensor, src: torch.Tensor, plans: list[Plan], label: str | Label, *,
+                 logistic=None, label_tol: int | None = None, src_obj: torch.Tensor | None = None,
                  dst_obj: torch.Tensor | None = None, n_max: int | None = None) -> Batch:
-        """dst, src: (B, H, W, C) uint8 on one device; plans: B plans; object masks (B, H, W) bool."""
-        if label_mode not in LABEL_MODES:
-            raise InputError(f"label mode must be one of {LABEL_MODES}, got {label_mode!r}.")
+        """dst, src: (B, H, W, C) uint8 on one device; plans: B plans; object masks (B, H, W) bool;
+        label: a label name or a ``labels.Label`` (logistic and label_tol override its parameters)."""
+        label = Label.of(label, logistic, label_tol)
         if dst.shape != src.shape or dst.dtype != torch.uint8 or dst.ndim != 4 or len(plans) != dst.shape[0]:
             raise InputError(f"expected dst and src uint8 (B, H, W, C) of one shape and B plans, got "
                              f"{tuple(dst.shape)} {dst.dtype}, {tuple(src.shape)} and {len(plans)} plans.")
@@ -175,7 +158,7 @@ class BatchedExecutor:
                 inside = obj[..., 0] > 0
             for r, rnd in enumerate(rounds):
                 self._blend_round(cur, region, patches, inside, dst_obj, packed, f"r{r}.", rnd)
-        labels = self._labels(cur, dst, region, label_mode, packed.get("factor", torch.float32), logistic, label_tol)
+        labels = label_batch(cur, dst, region, label, packed.get("factor", torch.float32), self._disk_median)
         return Batch(cur, labels, packed.get("boxes", torch.int32))
 
     @staticmethod
@@ -211,7 +194,6 @@ class BatchedExecutor:
 
     def _blend_round(self, cur, region, patches, inside, dst_obj, packed: DevicePack, pre: str,
                      rnd: _Round) -> None:
-        dev = cur.device
         B, H, W, C = cur.shape
         si = packed.get(pre + "samples", torch.int64)
         pi = packed.get(pre + "sel", torch.int64)
@@ -222,41 +204,19 @@ class BatchedExecutor:
             reg = boxmask & (obj_canvas[..., 0] | dst_obj[si])
         if len(rnd.poisson):
             kk = packed.get(pre + "k", torch.int64)
-            hw = packed.get(pre + "hw", torch.int64)
-            rr = torch.arange(patches.shape[1], device=dev)[None, :, None]
-            cc = torch.arange(patches.shape[2], device=dev)[None, None, :]
-            inner = (rr >= 1) & (rr < (hw[:, 0] - 1)[:, None, None]) & (cc >= 1) & (cc < (hw[:, 1] - 1)[:, None, None])
-            value = packed.get(pre + "value", torch.uint8)
-            mask = torch.where(inner, value[:, None, None], torch.zeros((), dtype=torch.uint8, device=dev))
+            mask = ops.poisson_mask(packed.get(pre + "hw", torch.int64), packed.get(pre + "value", torch.uint8),
+                                    patches.shape[1], patches.shape[2])
             parts = [lay.on_device(packed, f"{pre}b{j}.") for j, lay in enumerate(rnd.layouts)]
             cur[si[kk]] = clone_on_device(patches[pi[kk]], cur[si[kk]], mask, parts, self.solver)
         if rnd.paste:
             paste = packed.get(pre + "paste", torch.bool)
-            m = (reg & paste[:, None, None])[..., None]
-            cur[si] = torch.where(m, canvas, cur[si])
+            cur[si] = ops.paste(cur[si], canvas, reg & paste[:, None, None])
         if rnd.interp:
             interp = packed.get(pre + "interp", torch.bool)
             f = packed.get(pre + "factor", torch.float64)
-            fm = (f[:, None, None] * (reg & interp[:, None, None]))[..., None]
-            before = cur[si].to(torch.float64)
-            mixed = torch.floor(before - fm * before + fm * canvas.to(torch.float64)).to(torch.uint8)
-            cur[si] = torch.where((interp[:, None, None] & boxmask)[..., None], mixed, cur[si])
+            mixed = ops.interpolate(cur[si], canvas, (f[:, None, None] * (reg & interp[:, None, None]))[..., None])
+            cur[si] = ops.paste(cur[si], mixed, interp[:, None, None] & boxmask)
         region[si] = torch.where(boxmask, reg, region[si])  # a later patch overwrites
-
-    def _labels(self, cur, orig, region, mode, factor, logistic, tol) -> torch.Tensor:
-        B, H, W, C = cur.shape
-        dsum = (cur.to(torch.int16) - orig.to(torch.int16)).abs().sum(-1)
-        binary = box_median_binary((dsum > tol * C) & region, 5)
-        if mode == "binary":
-            return binary.float()
-        if mode == "continuous":
-            return binary.float() * factor[:, None, None]
-        masked = (dsum * binary).to(torch.int16)
-        med = self._disk_median(masked).to(torch.float64) / C
-        if mode == "intensity":
-            return med.float()
-        k, y0 = logistic
-        return (binary / (1.0 + torch.exp(-k * (med - y0)))).float()
 
     def _disk_median(self, x: torch.Tensor) -> torch.Tensor:
         if self.disk_median is not None:
@@ -274,7 +234,6 @@ def _clone_layout(dst_box: np.ndarray, h: np.ndarray, w: np.ndarray, modes: np.n
     """The seamless-clone layout of NSA's rectangle masks, from the plans alone: the ROI is the
     mask inside its zeroed frame, and the reference's clone centre places it in the box (odd
     widths one pixel right)."""
-    y0, y1, x0, x1 = dst_box.T
-    centers = np.stack([x1 - (x1 - x0) // 2, y0 + (y1 - y0) // 2], 1)
+    centers = np.stack(ops.clone_center(dst_box), 1)
     roi = np.stack([np.ones_like(h), h - 1, np.ones_like(w), w - 1], 1)
     return layout_from_rois(roi, centers, dst_hw, modes)

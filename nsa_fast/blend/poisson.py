@@ -5,7 +5,7 @@ Items of one call have different region sizes; they are laid out on one padded g
 Poisson problems are solved together, by a direct DST solve (batched matrix products) or by the
 iterative solvers of ``nsa_fast.blend.solvers``.
 
-OpenCV's algorithm (REFERENCE section 2): zero the mask's 1-pixel frame; ROI = bounding box of the
+OpenCV's algorithm (docs/reference.md section 2): zero the mask's 1-pixel frame; ROI = bounding box of the
 non-zero mask; destination ROI at (cx - w/2, cy - h/2); source pixels outside the mask are zeroed;
 forward differences for gradients, backward differences for the divergence, both float32; the
 mask is eroded 3 times by 3x3 (one 7x7 erosion, the zero frame included) and weights the source

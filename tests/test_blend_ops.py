@@ -1,0 +1,60 @@
+"""Each blend operation is written once for numpy images and torch batches: both agree, and each
+follows the authors' rule (the clone centre, the Poisson mask's zeroed frame, FPI's floor)."""
+import numpy as np
+import pytest
+import torch
+
+from nsa_fast.blend import ops
+
+
+def test_clone_centre_puts_odd_widths_one_pixel_right_on_numpy_and_torch():
+    boxes = np.array([[10, 20, 30, 40], [10, 21, 30, 41], [0, 5, 0, 7]])
+    x, y = ops.clone_center(boxes)
+    # the authors' centre: x = x1 - (x1 - x0) // 2, y = y0 + (y1 - y0) // 2
+    assert x.tolist() == [35, 36, 4] and y.tolist() == [15, 15, 2]
+    tx, ty = ops.clone_center(torch.from_numpy(boxes))
+    assert tx.tolist() == x.tolist() and ty.tolist() == y.tolist()
+
+
+def test_poisson_mask_is_the_rectangle_with_its_frame_zeroed_on_numpy_and_torch():
+    hw, value = np.array([[5, 7], [3, 3], [8, 4]]), np.array([255, 9, 128])
+    m = ops.poisson_mask(hw, value, 8, 9)
+    assert m.dtype == np.uint8 and m.shape == (3, 8, 9)
+    assert (m[0, 1:4, 1:6] == 255).all() and m[0].sum() == 255 * 3 * 5
+    assert m[1, 1, 1] == 9 and m[1].sum() == 9
+    assert (m[2, 1:7, 1:3] == 128).all() and m[2].sum() == 128 * 12
+    t = ops.poisson_mask(torch.from_numpy(hw), torch.from_numpy(value).to(torch.uint8), 8, 9)
+    assert t.dtype == torch.uint8 and np.array_equal(t.numpy(), m)
+
+
+def test_paste_and_interpolate_agree_on_numpy_and_torch():
+    rng = np.random.default_rng(0)
+    before = rng.integers(0, 256, (4, 16, 16, 3)).astype(np.uint8)
+    patch = rng.integers(0, 256, (4, 16, 16, 3)).astype(np.uint8)
+    inside = rng.random((4, 16, 16)) < 0.6
+    pasted = ops.paste(before, patch, inside)
+    assert np.array_equal(pasted[inside], patch[inside]) and np.array_equal(pasted[~inside], before[~inside])
+    assert np.array_equal(ops.paste(*map(torch.from_numpy, (before, patch, inside))).numpy(), pasted)
+    fm = 0.37 * inside[..., None]
+    mixed = ops.interpolate(before, patch, fm)
+    want = np.floor(before * (1 - fm) + fm * patch + 1e-9)  # the convex mix, floored
+    assert np.abs(mixed.astype(int) - want).max() <= 1 and np.array_equal(mixed[~inside], before[~inside])
+    assert np.array_equal(ops.interpolate(torch.from_numpy(before), torch.from_numpy(patch),
+                                          torch.from_numpy(fm)).numpy(), mixed)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_seamless_clone_takes_the_sampler_codes_and_keeps_grey_images_grey(channels):
+    import cv2
+
+    rng = np.random.default_rng(1)
+    dst = rng.integers(0, 256, (64, 64, channels)).astype(np.uint8)
+    patch = rng.integers(0, 256, (20, 24, channels)).astype(np.uint8)
+    mask = ops.poisson_mask(np.array([[20, 24]]), np.array([255]), 20, 24)[0]
+    for code, flag in ops.CV_FLAGS.items():
+        out = ops.seamless_clone(patch, dst, mask, (30, 30), code)
+        assert out.shape == dst.shape
+        pad = lambda a: np.concatenate([a] + [np.zeros_like(a[..., :1])] * (3 - channels), axis=2)  # noqa: E731
+        want = cv2.seamlessClone(pad(patch), pad(dst), mask.copy(), (30, 30), flag)[..., :channels]
+        assert np.array_equal(out, want)
+    assert ops.CV_FLAGS == {2: cv2.NORMAL_CLONE, 3: cv2.MIXED_CLONE}
