@@ -187,3 +187,24 @@ def test_both_device_pipelines_blend_off_the_main_thread(tmp_path, monkeypatch):
         threads.clear()
         assert len(list(pipe.epoch(0))) == len(pipe.batches(0)) == len(threads) > 0
         assert threading.get_ident() not in threads, type(pipe).__name__
+
+
+def test_make_pipeline_is_the_one_choice_and_every_pipeline_counts_what_it_made():
+    from nsa_fast.errors import NsaError
+    from nsa_fast.pipelines import Pipeline, make_pipeline
+
+    preset = get_preset("bottle")
+    imgs = np.stack(objects_on_background(6, size=256))
+    made = {s: make_pipeline(s, imgs, preset, "nsa", "logistic", 0, 3, torch.device("cpu")) for s in ("workers", "device")}
+    assert type(made["workers"]) is CpuPipeline and type(made["device"]) is BatchedPipeline
+    for pipe in made.values():
+        assert isinstance(pipe, Pipeline) and pipe.stats.samples == 0
+        batches = list(pipe.epoch(0))
+        assert len(batches) == len(pipe.batches(0)) == 2
+        assert pipe.stats.samples == 6 and pipe.stats.tried == sum(b.stats.tried for b in batches) > 0
+        list(pipe.epoch(1))
+        assert pipe.stats.samples == 12
+    with pytest.raises(NsaError, match="--solver sor chooses"):
+        make_pipeline("workers", imgs, preset, "nsa", "logistic", 0, 3, torch.device("cpu"), solver="sor")
+    with pytest.raises(NsaError, match="--synth must be one of"):
+        make_pipeline("gpu", imgs, preset, "nsa", "logistic", 0, 3, torch.device("cpu"))

@@ -117,10 +117,12 @@ def test_broken_checkpoint_gets_a_clear_error(tmp_path):
         checkpoint.load(tmp_path / "missing.pt")
 
 
-def test_dali_loader_trains_in_cpu_mode(demo_root, tmp_path):
+@pytest.mark.parametrize("flag", [("--synth", "dali"), ("--loader", "dali")])
+def test_dali_pipeline_trains_in_cpu_mode(demo_root, tmp_path, flag):
     pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed (pip install -e '.[gpu]')")
-    rc = train(demo_root, tmp_path, "--epochs", "1", "--steps-per-epoch", "2", "--loader", "dali", "--no-eval")
+    rc = train(demo_root, tmp_path, "--epochs", "1", "--steps-per-epoch", "2", *flag, "--no-eval")
     assert rc == 0 and checkpoint.load(tmp_path / "last.pt")["step"] == 2
+    assert checkpoint.load(tmp_path / "last.pt")["config"]["synth"] == "dali"
 
 
 def test_torchrun_two_processes_on_the_cpu(demo_root, tmp_path):
