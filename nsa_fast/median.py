@@ -198,27 +198,12 @@ def disk_median(values: np.ndarray, radius: int = 5) -> np.ndarray:
     A disk always has an odd number of elements, so the result is always one
     of the input values; no averaging happens.
 
-    Parameters
-    ----------
-    values : np.ndarray
-        2-D integer array, typically uint8 or uint16 holding sums of three
-        per-channel absolute differences (0..765). Any shape, including
-        1xN, Nx1 and 1x1. Other integer dtypes are accepted too, and so is
-        any array-like that ``np.asarray`` turns into a 2-D integer array.
-        The input is never modified.
-    radius : int, default 5
-        Disk radius, >= 0. ``disk(5)`` has 81 elements.
-
-    Returns
-    -------
-    np.ndarray
-        New array with the same shape and dtype as ``values``.
-
-    Raises
-    ------
-    ValueError
-        If ``values`` is not a 2-D integer array, or ``radius`` is not a
-        non-negative integer.
+    values: a 2-D integer array, typically uint8 or uint16 holding sums of three per-channel
+    absolute differences (0..765), of any shape including 1xN, Nx1 and 1x1 (other integer dtypes
+    and array-likes that ``np.asarray`` turns into one are accepted; the input is never modified).
+    radius: the disk radius, >= 0 (``disk(5)`` has 81 elements). Returns a new array of the
+    shape and dtype of ``values``. Raises ValueError when ``values`` is not a 2-D integer array or
+    ``radius`` is not a non-negative integer.
     """
     values = np.asarray(values)
     if values.ndim != 2:

@@ -126,18 +126,12 @@ def _roc_auc_score():
 def image_auroc(scores, labels) -> float:
     """Area under the ROC curve of image-level anomaly scores (detection AUROC).
 
-    Args:
-        scores: (N,) real-valued array (any float/int dtype), one anomaly score per image;
-            larger means more anomalous. No NaN.
-        labels: (N,) bool, or integers in {0, 1}: True / 1 = anomalous image, False / 0 = good.
-
-    Returns:
-        ``sklearn.metrics.roc_auc_score(labels, scores)`` as a Python float in [0, 1]
-        (tied scores count one half, the usual trapezoidal ROC).
-
-    Raises:
-        ValueError (``nsa_fast.errors.InputError``): shapes differ or are not 1-D, labels not
-        binary, NaN scores, or only one class present (AUROC is undefined then).
+    scores: (N,) real values, one anomaly score per image, larger means more anomalous, no NaN.
+    labels: (N,) bool, or integers in {0, 1}: True / 1 = anomalous image, False / 0 = good.
+    Returns ``sklearn.metrics.roc_auc_score(labels, scores)`` as a float in [0, 1] (tied scores
+    count one half, the usual trapezoidal ROC). Raises InputError (a ValueError) when the shapes
+    differ or are not 1-D, the labels are not binary, a score is NaN, or only one class is present
+    (the AUROC is undefined then).
     """
     scores = _real_array(scores, "scores", 1, "(N,)")
     labels = _real_array(labels, "labels", 1, "(N,)")
@@ -163,20 +157,15 @@ def image_auroc(scores, labels) -> float:
 def pixel_auroc(maps, masks) -> float:
     """Area under the ROC curve of per-pixel anomaly scores, all pixels of all images pooled.
 
-    Args:
-        maps: (N, H, W) real-valued anomaly maps (float32 recommended for large sets; no NaN).
-        masks: (N, H, W) ground truth, bool or numeric (non-zero = anomalous pixel).
+    maps: (N, H, W) real anomaly maps (float32 for large sets; no NaN). masks: (N, H, W) ground
+    truth, bool or numeric (non-zero = anomalous pixel). Returns
+    ``sklearn.metrics.roc_auc_score(masks.ravel(), maps.ravel())`` as a float. Raises InputError
+    (a ValueError) when the shapes differ or are not (N, H, W), a score is NaN, or the masks hold
+    no anomalous or no normal pixel.
 
-    Returns:
-        ``sklearn.metrics.roc_auc_score(masks.ravel(), maps.ravel())`` as a Python float.
-
-    Memory: the arrays are passed to scikit-learn as flat views (no float64 copy is made here);
+    Memory: the arrays reach scikit-learn as flat views (no float64 copy is made here);
     scikit-learn itself allocates a few arrays of N*H*W elements (argsort indices and cumulative
-    sums, 8 bytes each), i.e. a few hundred MB for 150 maps of 256x256.
-
-    Raises:
-        ValueError (``nsa_fast.errors.InputError``): shapes differ or are not (N, H, W), NaN
-        scores, or the masks contain no anomalous pixel or no normal pixel.
+    sums, 8 bytes each), a few hundred MB for 150 maps of 256x256.
     """
     maps, masks = _maps_and_masks(maps, masks)
     n_pos = int(np.count_nonzero(masks))
@@ -236,25 +225,19 @@ def _sort_descending(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray
 def pro_curve(maps, masks) -> tuple[np.ndarray, np.ndarray]:
     """The per-region overlap (PRO) curve of MVTec AD's official evaluation.
 
-    Args:
-        maps: (N, H, W) real-valued anomaly maps, any float or integer dtype, no NaN.
-        masks: (N, H, W) ground truth, bool or numeric (non-zero = anomalous). At least one
-            anomalous and one normal pixel over the whole set.
-
-    Returns:
-        ``(fpr, pro)``: two float64 arrays of equal length K + 1, where K is the number of
-        distinct scores in ``maps``. Point 0 is (0, 0); point k >= 1 is (FPR, PRO) when every
-        pixel with a score >= the k-th largest distinct score is called anomalous; the last point
-        is exactly (1, 1). ``fpr`` is non-decreasing, ``pro`` is non-decreasing, both in [0, 1].
-        (The official ``compute_pro`` returns the same points plus a duplicate final (1, 1).)
+    maps: (N, H, W) real anomaly maps, any float or integer dtype, no NaN. masks: (N, H, W) ground
+    truth, bool or numeric (non-zero = anomalous), with at least one anomalous and one normal
+    pixel over the whole set. Returns ``(fpr, pro)``: two float64 arrays of equal length K + 1,
+    where K is the number of distinct scores in ``maps``. Point 0 is (0, 0); point k >= 1 is
+    (FPR, PRO) when every pixel with a score >= the k-th largest distinct score is called
+    anomalous; the last point is exactly (1, 1). Both are non-decreasing, in [0, 1]. (The official
+    ``compute_pro`` returns the same points plus a duplicate final (1, 1).) Raises InputError as
+    ``au_pro`` does.
 
     Cost: one sort of the N*H*W scores plus O(N*H*W) vector work, no Python loop over
     thresholds or regions. Scores of at most 32 bits (float32, float16, 8-32 bit integers) use a
     packed value sort, wider ones (float64, int64) an argsort, about twice slower: pass float32
     maps for speed. Peak extra memory about 30 bytes per pixel (float32 maps).
-
-    Raises:
-        ValueError (``nsa_fast.errors.InputError``): see ``au_pro``.
     """
     maps, masks = _maps_and_masks(maps, masks)
 
@@ -312,14 +295,9 @@ def trapezoid(x, y, x_max: float | None = None) -> float:
     in increasing order and may repeat values (vertical steps, taken in the given order). If
     ``x_max`` is not one of the x values, the y value at ``x_max`` is linearly interpolated
     between the last point with x <= x_max and the next point. Unlike the official function,
-    non-finite points raise instead of being dropped with a warning.
-
-    Args:
-        x, y: (K,) float arrays, K >= 1.
-        x_max: upper integration limit within [x[0], x[-1]], or None for the whole curve.
-
-    Returns:
-        The area as a Python float.
+    non-finite points raise instead of being dropped with a warning. x, y: (K,) float arrays,
+    K >= 1; x_max: the upper limit, within [x[0], x[-1]], or None for the whole curve. Returns the
+    area as a float.
     """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
@@ -349,20 +327,14 @@ def trapezoid(x, y, x_max: float | None = None) -> float:
 def au_pro(maps, masks, fpr_limit: float = 0.3) -> float:
     """Normalised area under the PRO curve up to a false positive rate (MVTec AD's AU-PRO).
 
-    Args:
-        maps: (N, H, W) real-valued anomaly maps, any float or integer dtype, no NaN.
-        masks: (N, H, W) ground truth, bool or numeric (non-zero = anomalous); images without
-            anomalous pixels may be included (they contribute normal pixels only).
-        fpr_limit: upper FPR integration limit, 0 < fpr_limit <= 1 (the paper: 0.3).
-
-    Returns:
-        ``trapezoid(*pro_curve(maps, masks), x_max=fpr_limit) / fpr_limit`` as a Python float
-        in [0, 1]: 1.0 for a perfect map, fpr_limit / 2 for a constant map.
-
-    Raises:
-        ValueError (``nsa_fast.errors.InputError``): maps and masks are not both (N, H, W) of the
-        same shape, NaN scores, masks without any anomalous pixel (no regions: AU-PRO undefined),
-        masks without any normal pixel (FPR undefined), or fpr_limit outside (0, 1].
+    maps: (N, H, W) real anomaly maps, any float or integer dtype, no NaN. masks: (N, H, W) ground
+    truth, bool or numeric (non-zero = anomalous); images without anomalous pixels may be included
+    (they add normal pixels only). fpr_limit: the upper FPR limit, 0 < fpr_limit <= 1 (the paper:
+    0.3). Returns ``trapezoid(*pro_curve(maps, masks), x_max=fpr_limit) / fpr_limit`` as a float
+    in [0, 1]: 1.0 for a perfect map, fpr_limit / 2 for a constant map. Raises InputError (a
+    ValueError) when maps and masks are not both (N, H, W) of one shape, a score is NaN, the masks
+    hold no anomalous pixel (no regions: AU-PRO undefined) or no normal pixel (FPR undefined), or
+    fpr_limit is outside (0, 1].
     """
     fpr_limit = float(fpr_limit)
     if not 0.0 < fpr_limit <= 1.0:

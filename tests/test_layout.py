@@ -99,3 +99,9 @@ def test_object_masks_and_the_binary_median_take_numpy_and_torch_alike():
     assert a.dtype == bool and b.dtype == torch.bool and np.array_equal(a, b.numpy()) and 0 < a.mean() < 1
     m = (rng.random((30, 30)) < 0.5).astype(np.uint8)
     assert np.array_equal(binary_median(m, 5), binary_median(torch.from_numpy(m[None]), 5)[0].numpy())
+
+
+def test_one_docstring_style_prose_with_shapes_not_google_sections():
+    sections = ("    Args:", "    Returns:", "    Raises:", "    Parameters\n    ----------")
+    found = [f"{p.relative_to(PKG)}: {s.strip()}" for p in PKG.rglob("*.py") for s in sections if s in p.read_text()]
+    assert not found
