@@ -321,8 +321,7 @@ def _main(argv) -> int:
         rundir.prepare(out, resume)  # every check passed: only now may an old run's files go
     model, opt, sched = build_model(cfg, preset, device)
     start, step = continue_run(saved, cfg, model, opt, sched, rank) if saved is not None else (0, 0)
-    if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local] if device.type == "cuda" else None)
+    model = distribute(model, device, local, world)
     if rank == 0:
         write_text_atomic(out / "config.json", json.dumps({"config": dataclasses.asdict(cfg), "preset": preset.to_dict(),
                                                            "world_size": world, "device": str(device)}, indent=2))
@@ -383,6 +382,14 @@ def continue_run(saved: dict, cfg: TrainConfig, model, opt, sched, rank: int) ->
         print(f"note: the run now spans {cfg.epochs} epochs (it had {saved['config']['epochs']}): the cosine "
               f"schedule is stretched to match, so the learning rate continues at {new_lr:.3g} from epoch {start + 1}")
     return start, step
+
+
+def distribute(model, device: torch.device, local: int, world: int):
+    """The model as DDP sees it in a run of ``world`` processes (gradients averaged over the ranks
+    at every step); the model itself in a single-process run."""
+    if world == 1:
+        return model
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=[local] if device.type == "cuda" else None)
 
 
 def all_ranks(stats: Stats, device: torch.device, world: int) -> Stats:

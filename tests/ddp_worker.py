@@ -10,16 +10,14 @@ from nsa_fast import train
 from nsa_fast.data import train_files
 
 
-def main(root: str, out: str) -> None:
-    cfg, preset, _, _, _ = train.parse_args(["--data", root, "--category", "demo", "--out", out, "--set",
-                                            "image_size=72", "--set", "crop=64", "--batch-size", "4",
-                                            "--workers", "0", "--epochs", "1"])
+def main(root: str, out: str, *args: str) -> None:
+    cfg, preset, _, _, _ = train.parse_args(["--data", root, "--category", "demo", "--out", out, *args])
     rank, world, local = train.setup_distributed(cfg)
     device = torch.device("cpu")
     files = train_files(root, "demo")
     pipeline = train.build_pipeline(cfg, preset, files, device, rank, world)
     model, opt, sched = train.build_model(cfg, preset, device)
-    model = torch.nn.parallel.DistributedDataParallel(model)
+    model = train.distribute(model, device, local, world)
     from nsa_fast.progress import Logger
 
     logger = Logger(Path(out), 1, 1, 0, 0, enabled=False)

@@ -125,30 +125,42 @@ def test_dali_pipeline_trains_in_cpu_mode(demo_root, tmp_path, flag):
     assert checkpoint.load(tmp_path / "last.pt")["config"]["synth"] == "dali"
 
 
-def test_torchrun_two_processes_on_the_cpu(demo_root, tmp_path):
-    # DDP with the gloo backend: each rank trains on its own shard; rank 0 writes the checkpoint
-    out = tmp_path / "ddp"
-    run = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-         "-m", "nsa_fast.train", "--data", str(demo_root), "--category", "demo", "--out", str(out), *SMALL,
-         "--epochs", "1", "--steps-per-epoch", "2", "--workers", "0", "--no-eval"],
-        capture_output=True, text=True, timeout=600,
-        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})  # two CPU ranks, also on a one-GPU machine
+def torchrun(*args, port):
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           str(port), *args], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})  # two CPU ranks, also on a GPU machine
+
+
+DDP_ARGS = ["--set", "image_size=72", "--set", "crop=64", "--batch-size", "4", "--workers", "0", "--epochs", "1"]
+
+
+@pytest.fixture(scope="module")
+def ddp_runs(demo_root, tmp_path_factory):
+    """The trainer under torchrun (two gloo ranks; rank 0 writes the checkpoint), and the same epoch
+    made of the trainer's own pieces by tests/ddp_worker.py, which saves every rank's weights."""
+    out, probe = tmp_path_factory.mktemp("ddp"), tmp_path_factory.mktemp("ddp_worker")
+    run = torchrun("-m", "nsa_fast.train", "--data", str(demo_root), "--category", "demo", "--out", str(out),
+                   *DDP_ARGS, "--no-eval", port=29533)
     assert run.returncode == 0, run.stderr[-2000:]
+    run = torchrun(str(Path(__file__).parent / "ddp_worker.py"), str(demo_root), str(probe), *DDP_ARGS, port=29534)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return out, [torch.load(probe / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+
+
+def test_torchrun_two_processes_on_the_cpu(ddp_runs):
+    out, (r0, _) = ddp_runs
     assert json.loads((out / "config.json").read_text())["world_size"] == 2
     state = checkpoint.load(out / "last.pt")
-    assert state["step"] == 2 and not any(k.startswith("module.") for k in state["model"])
+    assert state["step"] == 5 and not any(k.startswith("module.") for k in state["model"])  # 40 images, 20 a rank
+    # the trainer's rank 0 ends where the DDP probe's rank 0 ends: its steps averaged the ranks' gradients
+    for k, v in r0["weights"].items():
+        assert torch.equal(state["model"][k], v), k
 
 
-def test_ddp_ranks_train_disjoint_shards_with_synchronised_gradients(demo_root, tmp_path):
-    # two gloo ranks run the trainer's own epoch; DDP averages the gradients, so both ranks end with
-    # the same weights although each saw other images, and together they saw the whole epoch
-    run = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29534",
-         str(Path(__file__).parent / "ddp_worker.py"), str(demo_root), str(tmp_path)],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
-    assert run.returncode == 0, run.stderr[-2000:]
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+def test_ddp_ranks_train_disjoint_shards_with_synchronised_gradients(ddp_runs):
+    # DDP averages the gradients, so both ranks end with the same weights although each saw other
+    # images, and together they saw the whole epoch
+    _, (r0, r1) = ddp_runs
     assert not set(r0["indices"]) & set(r1["indices"])
     assert sorted(r0["indices"] + r1["indices"]) == list(range(40))  # 40 demo images, 20 a rank
     fresh = tr_build_model()
