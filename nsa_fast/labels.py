@@ -10,7 +10,9 @@ names the network head, the loss and the colour scale it implies. The three comp
 on one image, torch on a batch on any device, the literal reference) live here side by side.
 
 Adding a label type is ``register(LabelType(...))``; the executors, the trainer and the command
-lines read the registry.
+lines read the registry. A type registered by a script reaches the command lines that script
+calls (``nsa_fast.train.main([...])``), not a new ``python -m nsa_fast.train`` process; register it
+at import time of a module, so that DataLoader workers started by spawn find it too.
 """
 from __future__ import annotations
 
@@ -62,6 +64,11 @@ class LabelType:
     loss: Callable = bce_with_logits
     vmax: float = 1.0
     scale_name: str = "label"
+
+    def __reduce__(self):
+        # by name: a DataLoader worker started by spawn or forkserver finds the type in its own
+        # registry (built-in, or registered when the worker imports the user's module)
+        return get_label_type, (self.name,)
 
     def activate(self, logits):
         """The network's map from its logits: probabilities or grey levels."""
@@ -126,6 +133,33 @@ def get_label_type(name: str) -> LabelType:
         raise InputError(f"label mode must be one of {label_names()}, got {name!r}.") from None
 
 
+# The paper's four label types (eqs. (11)-(13)); ``*_reference`` are the authors' formulas as
+# written in their code.
+
+def _binary(xp, binary, intensity, factor, label):
+    return binary
+
+
+def _binary_reference(on, d, factor, label):
+    return on.astype(np.float32)
+
+
+def _continuous(xp, binary, intensity, factor, label):
+    return binary * factor
+
+
+def _continuous_reference(on, d, factor, label):
+    return (on * factor).astype(np.float32)
+
+
+def _intensity(xp, binary, intensity, factor, label):
+    return intensity
+
+
+def _intensity_reference(on, d, factor, label):
+    return d.astype(np.float32)
+
+
 def _logistic(xp, binary, intensity, factor, label: Label):
     k, y0 = label.logistic
     return binary / (1.0 + xp.exp(-k * (intensity - y0)))
@@ -136,12 +170,10 @@ def _logistic_reference(on, d, factor, label: Label):
     return (on / (1 + np.exp(-k * (d - y0)))).astype(np.float32)
 
 
-register(LabelType("binary", lambda xp, b, i, f, lab: b,
-                   lambda on, d, f, lab: on.astype(np.float32)))
-register(LabelType("continuous", lambda xp, b, i, f, lab: b * f,
-                   lambda on, d, f, lab: (on * f).astype(np.float32)))
-register(LabelType("intensity", lambda xp, b, i, f, lab: i, lambda on, d, f, lab: d.astype(np.float32),
-                   uses_intensity=True, head="relu", loss=mse_after_relu, vmax=255.0, scale_name="intensity"))
+register(LabelType("binary", _binary, _binary_reference))
+register(LabelType("continuous", _continuous, _continuous_reference))
+register(LabelType("intensity", _intensity, _intensity_reference, uses_intensity=True, head="relu",
+                   loss=mse_after_relu, vmax=255.0, scale_name="intensity"))
 register(LabelType("logistic", _logistic, _logistic_reference, uses_intensity=True))
 
 

@@ -157,6 +157,15 @@ def make_pipeline(synth: str, source, preset: Preset, task: str, label: str, see
                rank=rank, world=world, **extra)
 
 
+def check_device_needs(device: torch.device, label: Label, disk_median) -> None:
+    """Labels with an intensity map need the disk-median kernel on CUDA, hence CuPy: say so before
+    the first batch (the kernel is CuPy's even with --solver dst, whose solve is torch's)."""
+    if device.type == "cuda" and disk_median is None and label.kind.uses_intensity:
+        from .blend.cuda import cupy
+
+        cupy()
+
+
 class CpuPipeline(Pipeline):
     """Synthetic anomalies made by DataLoader workers with the OpenCV executor (the reference path).
 
@@ -203,6 +212,7 @@ class BatchedPipeline(Pipeline):
         self.label = Label.for_preset(label, preset)
         self.batch_size, self.device, self.rank, self.world = batch_size, device, rank, world
         self.executor = BatchedExecutor(solver or dst_solve, disk_median)
+        check_device_needs(device, self.label, disk_median)
 
     def batches(self, epoch: int) -> list[np.ndarray]:
         return epoch_batches(len(self.cache), self.batch_size, self.seed, epoch, self.rank, self.world)
@@ -282,6 +292,7 @@ class DaliPipeline(Pipeline):
         self.label = Label.for_preset(label, preset)
         self.device = device
         self.executor = BatchedExecutor(solver or dst_solve, disk_median)
+        check_device_needs(device, self.label, disk_median)
 
     def batches(self, epoch: int) -> range:
         return range(len(self.loader))

@@ -83,7 +83,8 @@ def export_onnx(model, preset, path: Path) -> Path:
     batch = torch.export.Dim("batch", min=1)
     with contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates its passes
         torch.onnx.export(MapModel(model).eval(), (x,), str(path), input_names=["image"], output_names=["map"],
-                          dynamic_shapes={"x": {0: batch}}, dynamo=True, verbose=False)
+                          dynamic_shapes={"x": {0: batch}}, dynamo=True, verbose=False,
+                          external_data=False)  # one self-contained file (46 MB, far below protobuf's 2 GB)
     return path
 
 
@@ -128,6 +129,8 @@ def _main(argv) -> int:
     if a.export:
         if a.paths:
             warn(f"--export onnx writes the model only; the {len(a.paths)} image path(s) given are ignored")
+        if a.device not in (None, "auto", "cpu"):
+            warn(f"--export onnx exports on the CPU (the file runs anywhere); --device {a.device} is ignored")
         out = output_folder(a.out)
         model, preset, _ = load_model(a.checkpoint, torch.device("cpu"))
         print(f"wrote {export_onnx(model, preset, out / 'model.onnx')}")

@@ -281,9 +281,9 @@ def add_preset_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--preset", help="preset to use when it differs from the category "
                                     f"(one of {', '.join(sorted(PRESETS))}, generic); default: the "
                                     "category's preset if there is one, else generic")
-    g.add_argument("--preset-file", help="JSON or YAML mapping of preset fields to override")
+    g.add_argument("--preset-file", help="JSON or YAML mapping of preset fields to override (default: none)")
     g.add_argument("--set", action="append", metavar="FIELD=VALUE", default=[],
-                   help="override one preset field, e.g. --set n_max=4 --set half_w=0.03,0.2")
+                   help="override one preset field, e.g. --set n_max=4 --set half_w=0.03,0.2 (default: none)")
     g.add_argument("--resize-clip", choices=RESIZE_CLIPS,
                    help="code: the authors' clip of the resized size to half-width bounds (default); "
                         "paper: eq. (9) of the paper")

@@ -5,6 +5,7 @@ installed.
 from __future__ import annotations
 
 import csv
+import os
 import sys
 import time
 from pathlib import Path
@@ -31,6 +32,19 @@ def rate(x: float) -> str:
 def clock(seconds: float) -> str:
     s = int(round(seconds))
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def wants_bar(stream) -> bool:
+    """A bar on a terminal with a width; lines elsewhere, also on a terminal that reports no
+    columns (a pseudo-terminal nobody sized: ``script -c``, ``docker run -t`` in CI), where a bar
+    would show nothing."""
+    if not stream.isatty():
+        return False
+    try:
+        columns = os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):  # a terminal-like stream without a descriptor
+        return True
+    return columns >= 20
 
 
 class Logger:
@@ -60,7 +74,7 @@ class Logger:
             self.tb = SummaryWriter(str(out / "tb"))
         except ImportError:  # TensorBoard is optional
             pass
-        if self.stream.isatty():
+        if wants_bar(self.stream):
             from tqdm import tqdm
 
             self.bar = tqdm(total=steps_per_epoch * epochs, initial=done_steps, unit="step", dynamic_ncols=True,

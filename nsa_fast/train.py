@@ -68,20 +68,21 @@ def parse_args(argv=None) -> tuple[TrainConfig, Preset, bool, bool, bool]:
     ap.add_argument("--synth", choices=SYNTH_CHOICES,
                     help="where synthetic anomalies are made: workers (CPU DataLoader workers, OpenCV; the "
                          "default), device (image cache, augmentation and blending on the training device), "
-                         "dali (DALI reads and augments the files each epoch, then blending on the training device)")
+                         "dali (DALI reads and augments the files each epoch, then blending on the training device)"
+                         " (default: workers)")
     ap.add_argument("--gpu-blend", action="store_true",
                     help="--synth device on a CUDA GPU (refused when none is visible)")
     ap.add_argument("--epochs", type=positive_int, help="epochs (default: the preset's, e.g. 320)")
     ap.add_argument("--batch-size", type=positive_int, default=64, help="images a step (at least 2: batch norm)")
     ap.add_argument("--lr", type=positive_float, default=1e-3, help="Adam's learning rate")
     ap.add_argument("--seed", type=seed_int, default=0, help="seeds the weights and every sample")
-    ap.add_argument("--workers", type=worker_count, default=min(8, os.cpu_count() or 1),
+    ap.add_argument("--workers", type=worker_count,
                     help="CPU workers making synthetic anomalies with --synth workers (DALI's threads with "
-                         "--synth dali); 0: in the main process")
+                         "--synth dali); 0: in the main process (default: min(8, CPU cores))")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                     help="where the network trains (auto: CUDA when visible)")
     ap.add_argument("--loader", choices=("memory", "dali"),
-                    help="the older spelling of --synth dali (dali); memory changes nothing")
+                    help="the older spelling of --synth dali (dali); memory changes nothing (default: memory)")
     ap.add_argument("--solver", choices=SOLVER_NAMES, default="auto",
                     help="Poisson solver of --synth device and dali: dst, the "
                          "direct sine-transform solve; sor and jacobi, iterative (CUDA kernels on a GPU); "
@@ -89,10 +90,10 @@ def parse_args(argv=None) -> tuple[TrainConfig, Preset, bool, bool, bool]:
     ap.add_argument("--grid-every", type=positive_int, default=10, help="write a PNG grid every N epochs")
     ap.add_argument("--amp", choices=("auto", "off", "bf16"), default="auto",
                     help="auto: bf16 on GPUs with fast bf16 (sm_80+), fp32 elsewhere (Pascal included)")
-    ap.add_argument("--steps-per-epoch", type=positive_int, help="cap steps per epoch (smoke runs)")
+    ap.add_argument("--steps-per-epoch", type=positive_int, help="cap steps per epoch, for smoke runs (default: no cap)")
     ap.add_argument("--stop-after", type=positive_int, metavar="N",
                     help="stop after N epochs of this run (the schedule still spans --epochs); "
-                         "continue later with --resume")
+                         "continue later with --resume (default: run to the last epoch)")
     ap.add_argument("--no-eval", action="store_true", help="skip the evaluation after training")
     ap.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     ap.add_argument("--overwrite", action="store_true",
@@ -111,7 +112,8 @@ def parse_args(argv=None) -> tuple[TrainConfig, Preset, bool, bool, bool]:
     out = a.out or f"runs/{a.category}-{a.task}-{label}-s{a.seed}"
     cfg = TrainConfig(data=a.data, category=a.category, out=out, task=a.task, label=label,
                       synth=synth, epochs=preset.epochs,
-                      batch_size=a.batch_size, lr=a.lr, seed=a.seed, workers=a.workers,
+                      batch_size=a.batch_size, lr=a.lr, seed=a.seed,
+                      workers=min(8, os.cpu_count() or 1) if a.workers is None else a.workers,
                       grid_every=a.grid_every, amp=a.amp, device=a.device,
                       solver=a.solver, steps_per_epoch=a.steps_per_epoch,
                       stop_after=a.stop_after, evaluate=not a.no_eval)
@@ -121,6 +123,10 @@ def parse_args(argv=None) -> tuple[TrainConfig, Preset, bool, bool, bool]:
 def resolve_synth(ap, a) -> str:
     """The one choice of where samples are made, from --synth and its aliases (--gpu-blend: on a
     CUDA GPU, device unless dali is asked for; --loader dali: dali). The default is CPU workers."""
+    if a.gpu_blend and a.synth == "workers":
+        ap.error("--gpu-blend makes samples on the GPU and --synth workers on CPU workers; give one of them")
+    if a.loader == "dali" and a.synth not in (None, "dali"):
+        ap.error(f"--loader dali means --synth dali, which contradicts --synth {a.synth}; give one of them")
     if a.gpu_blend:
         if not torch.cuda.is_available():
             raise NsaError("--gpu-blend needs a CUDA GPU and none is visible (torch.cuda.is_available() is "
@@ -128,11 +134,11 @@ def resolve_synth(ap, a) -> str:
                            "workers (--workers N) and training runs on the CPU.")
         if a.device == "cpu":
             raise NsaError("--gpu-blend trains on the GPU; it cannot be combined with --device cpu.")
-        if a.synth == "workers":
-            ap.error("--gpu-blend makes samples on the GPU and --synth workers on CPU workers; give one of them")
-    if a.loader == "dali" and a.synth not in (None, "dali"):
-        ap.error(f"--loader dali means --synth dali, which contradicts --synth {a.synth}; give one of them")
-    return a.synth or ("dali" if a.loader == "dali" else "device" if a.gpu_blend else "workers")
+    synth = a.synth or ("dali" if a.loader == "dali" else "device" if a.gpu_blend else "workers")
+    if synth == "device" and a.workers is not None:
+        warn(f"--workers {a.workers} applies to --synth workers and dali; --synth device makes the samples on "
+             "the device, with one background thread")
+    return synth
 
 
 def pick_device(cfg: TrainConfig, local_rank: int) -> torch.device:

@@ -91,3 +91,33 @@ def test_the_readme_examples_run(data):
     code = blocks[1] if torch.cuda.is_available() else blocks[1].replace(".cuda()", "")
     exec(code, ns)
     assert ns["b"].labels.shape[0] == len(images) and torch.isfinite(ns["loss"])
+
+
+def test_wrong_inputs_get_clear_errors_before_any_work(data):
+    from nsa_fast.errors import InputError, PresetError
+
+    _, images = data
+    cache = torch.from_numpy(images)
+    nsa = NSA.from_preset("bottle")
+    cases = [
+        (lambda: nsa.batch(cache, [0, len(images)]), rf"indices: expected integers in 0\.\.{len(images) - 1}, got 6"),
+        (lambda: nsa.batch(cache, [-1]), r"indices: expected integers in 0\.\.5, got -1"),
+        (lambda: nsa.batch(cache, []), "at least one image index"),
+        (lambda: nsa.batch(cache, [0], seed=-2), "seed: expected integers in 0 or more"),
+        (lambda: nsa.batch(cache.permute(0, 3, 1, 2).contiguous(), [0]), "takes 3-channel images, got 256"),
+        (lambda: nsa.batch(cache[:, :100, :100], [0]), "smaller than the 230-pixel crop"),
+        (lambda: nsa.sample(images, len(images)), r"index: expected integers in 0\.\.5"),
+        (lambda: nsa.sample(images, 0, epoch=1.5), "epoch: expected integers"),
+        (lambda: nsa(images[0], images[1], 7), "rng: expected a numpy.random.Generator"),
+        (lambda: NSA.from_preset("chest_xray")(images[0], images[1], np.random.default_rng(0)),
+         "takes 1-channel images, got 3"),
+    ]
+    for call, match in cases:
+        with pytest.raises(InputError, match=match):
+            call()
+    with pytest.raises(InputError, match="label mode must be one of"):
+        NSA.from_preset("bottle", label="foo")
+    with pytest.raises(PresetError, match="unknown task"):
+        NSA.from_preset("bottle", task="foo")
+    # tensors of indices are fine
+    assert nsa.batch(cache, torch.tensor([1, 2])).images.shape[0] == 2

@@ -208,3 +208,20 @@ def test_make_pipeline_is_the_one_choice_and_every_pipeline_counts_what_it_made(
         make_pipeline("workers", imgs, preset, "nsa", "logistic", 0, 3, torch.device("cpu"), solver="sor")
     with pytest.raises(NsaError, match="--synth must be one of"):
         make_pipeline("gpu", imgs, preset, "nsa", "logistic", 0, 3, torch.device("cpu"))
+
+
+def test_a_cuda_pipeline_without_cupy_says_so_before_the_first_batch(monkeypatch):
+    import sys
+
+    from nsa_fast.errors import NsaError
+    from nsa_fast.labels import Label
+    from nsa_fast.pipelines import check_device_needs
+
+    monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy fails
+    bottle = get_preset("bottle")
+    with pytest.raises(NsaError, match=r"need CuPy: pip install 'nsa_fast\[gpu\]'"):
+        check_device_needs(torch.device("cuda", 0), Label.for_preset("logistic", bottle), None)
+    # binary labels need no disk median; the CPU needs no kernel; a given median replaces the kernel
+    check_device_needs(torch.device("cuda", 0), Label.for_preset("binary", bottle), None)
+    check_device_needs(torch.device("cpu"), Label.for_preset("logistic", bottle), None)
+    check_device_needs(torch.device("cuda", 0), Label.for_preset("logistic", bottle), lambda x: x)

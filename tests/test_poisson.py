@@ -194,6 +194,12 @@ def test_modes_are_opencvs_flags_or_names():
     assert torch.equal(by_flag, by_name)
     assert np.abs(by_flag.numpy().astype(int) - ref).max() <= 1  # what cv2.seamlessClone does with those flags
     assert {cv2.NORMAL_CLONE, cv2.MIXED_CLONE} <= set(cases["modes"].tolist())
-    for bad in (cv2.MONOCHROME_TRANSFER, 0, "poisson", [cv2.NORMAL_CLONE] * 2):
+    mixed_list = ["normal" if i % 2 else cv2.MIXED_CLONE for i in range(6)]  # flags and names together
+    both = seamless_clone_batch(t["src"], t["dst"], t["mask"], cases["centers"], mixed_list, sizes=cases["sizes"])
+    single = [seamless_clone_batch(t["src"][i:i + 1], t["dst"][i:i + 1], t["mask"][i:i + 1], cases["centers"][i:i + 1],
+                                   m, sizes=cases["sizes"][i:i + 1]) for i, m in enumerate(mixed_list)]
+    assert torch.equal(both, torch.cat(single))
+    for bad in (cv2.MONOCHROME_TRANSFER, 0, "poisson", [cv2.NORMAL_CLONE] * 2, 1.0, 2.0, True,
+                torch.tensor(1), None, [cv2.NORMAL_CLONE, "poisson"] * 3):
         with pytest.raises(InputError, match="mode must be cv2.NORMAL_CLONE"):
             seamless_clone_batch(t["src"], t["dst"], t["mask"], cases["centers"], bad, sizes=cases["sizes"])

@@ -37,3 +37,18 @@ def test_a_pipe_gets_one_line_an_epoch(tmp_path):
     assert [line.split(":")[0] for line in lines] == ["epoch 3/4", "epoch 4/4"]
     assert "123 samples/s" in lines[0] and "ETA" in lines[0]
     assert (tmp_path / "log.csv").read_text().count("\n") == 3  # header and two rows
+
+
+def test_a_terminal_without_columns_gets_the_lines(tmp_path):
+    import os
+
+    master, slave = os.openpty()  # a pseudo-terminal nobody sized: 0 x 0
+    with open(slave, "w") as tty, open(master, "rb", buffering=0) as reader:
+        assert tty.isatty() and os.get_terminal_size(slave).columns == 0
+        log = Logger(tmp_path, epochs=2, steps_per_epoch=1, start_epoch=0, done_steps=0, enabled=True, stream=tty)
+        assert log.bar is None
+        log.epoch({"epoch": 0, "step": 1, "loss": 0.5, "lr": 1e-3, "samples_per_s": 3.0, "data_s": 0, "step_s": 0,
+                   "seconds": 1})
+        log.close()
+        tty.flush()
+        assert reader.read(4096).decode().startswith("epoch 1/2: loss 0.5000")

@@ -444,3 +444,18 @@ def test_the_run_records_where_its_samples_were_made(demo_root, tmp_path):
     rc = train(demo_root, tmp_path, "--epochs", "1", "--steps-per-epoch", "1", "--synth", "device", "--no-eval")
     assert rc == 0
     assert json.loads((tmp_path / "config.json").read_text())["config"]["synth"] == "device"
+
+
+def test_a_contradiction_is_named_before_the_missing_gpu(demo_root, tmp_path, capsys):
+    rc = train(demo_root, tmp_path, "--epochs", "1", "--gpu-blend", "--synth", "workers")
+    err = capsys.readouterr().err
+    assert rc == 2 and "give one of them" in err and "needs a CUDA GPU" not in err
+
+
+def test_workers_given_with_synth_device_get_a_note(capsys):
+    from nsa_fast.train import parse_args
+
+    cfg = parse_args(["--data", "demo", "--category", "demo", "--synth", "device", "--workers", "3"])[0]
+    assert cfg.workers == 3 and "--workers 3 applies to --synth workers and dali" in capsys.readouterr().err
+    cfg = parse_args(["--data", "demo", "--category", "demo"])[0]
+    assert cfg.workers == min(8, os.cpu_count() or 1) and capsys.readouterr().err == ""

@@ -227,7 +227,7 @@ class BatchedExecutor:
             return disk_median_cuda(x)
         from ..median import disk_median
 
-        return torch.from_numpy(np.stack([disk_median(m, 5) for m in x.numpy()]))
+        return torch.from_numpy(np.stack([disk_median(m, 5) for m in x.cpu().numpy()])).to(x.device)
 
 
 def _clone_layout(dst_box: np.ndarray, h: np.ndarray, w: np.ndarray, modes: np.ndarray, dst_hw) -> Layout:

@@ -8,8 +8,8 @@ from .solvers import SOLVERS
 
 
 # ``--solver auto``: the fastest solver on each kind of device. On the CPU the direct solve:
-# 64 bottle-preset problems at 224 px on one core take 47.5 ms with dst and 841 ms with SOR
-# (pytest bench/test_bench_poisson.py --benchmark-only -k solve, 2026-12-01). On CUDA the direct
+# 64 bottle-preset problems at 224 px on one core take 42.4 ms with dst and 804 ms with SOR
+# (medians; pytest bench/test_bench_poisson.py --benchmark-only -k solve, 2026-12-01). On CUDA the direct
 # solve too until a GPU has measured otherwise (bash bench/gpu_check.sh prints the per-solver
 # times and the fastest): it is two batched matrix products per item, against 3n + 10 dependent
 # sweeps for SOR.

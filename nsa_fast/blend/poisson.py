@@ -259,19 +259,33 @@ def seamless_clone_batch(src: torch.Tensor, dst: torch.Tensor, mask: torch.Tenso
 
 def clone_modes(mode, B: int) -> np.ndarray:
     """OpenCV's clone flags (cv2.NORMAL_CLONE, cv2.MIXED_CLONE) or "normal"/"mixed", one or one
-    per item, as (B,) of this package's mode codes; anything else is refused (cv2.MONOCHROME_TRANSFER
-    is not a Poisson clone this solver computes)."""
+    per item (a list, tuple or numpy array), as (B,) of this package's mode codes. Anything else
+    is refused: floats, bools, tensors, and cv2.MONOCHROME_TRANSFER, which is not a Poisson clone
+    this solver computes."""
     import cv2
 
-    flags = {cv2.NORMAL_CLONE: NORMAL, cv2.MIXED_CLONE: MIXED, **CLONE_MODES}
-    given = [mode] if isinstance(mode, (str, int, np.integer)) else list(np.asarray(mode).ravel())
-    bad = [m for m in given if isinstance(m, (bool, np.bool_)) or
-           (m.item() if isinstance(m, np.generic) else m) not in flags]
+    flags = {cv2.NORMAL_CLONE: NORMAL, cv2.MIXED_CLONE: MIXED}
+
+    def code(m):
+        if isinstance(m, (str, np.str_)):
+            return CLONE_MODES.get(str(m))
+        if isinstance(m, (int, np.integer)) and not isinstance(m, (bool, np.bool_)):
+            return flags.get(int(m))
+        return None
+
+    if isinstance(mode, (list, tuple)):
+        given = list(mode)
+    elif isinstance(mode, np.ndarray):
+        given = list(mode.ravel())
+    else:
+        given = [mode]
+    codes = [code(m) for m in given]
+    bad = [m for m, c in zip(given, codes) if c is None]
     if bad or len(given) not in (1, B):
+        got = ", ".join(repr(m.item() if isinstance(m, np.generic) else m) for m in bad[:3]) or f"{len(given)} modes"
         raise InputError(f"mode must be cv2.NORMAL_CLONE ({cv2.NORMAL_CLONE}), cv2.MIXED_CLONE ({cv2.MIXED_CLONE}), "
-                         f"'normal' or 'mixed', one or one per item ({B}); got {bad[:3] or len(given)}.")
-    codes = np.array([flags[m.item() if isinstance(m, np.generic) else m] for m in given], np.int64)
-    return np.broadcast_to(codes, (B,)).copy()
+                         f"'normal' or 'mixed', one or one per item ({B}); got {got}.")
+    return np.broadcast_to(np.asarray(codes, np.int64), (B,)).copy()
 
 
 def split_layout(layout: Layout, buckets: int) -> list[Layout]:
