@@ -27,7 +27,14 @@ class Parser(argparse.ArgumentParser):
 
     def add_argument(self, *args, **kwargs):
         if kwargs.get("required"):
-            return self._required.add_argument(*args, **kwargs)
+            action = self._required.add_argument(*args, **kwargs)
+            # the usage line lists required options first too (argparse follows _actions' order)
+            self._actions.remove(action)
+            first_optional = next((i for i, a in enumerate(self._actions)
+                                   if a.option_strings and not a.required and not isinstance(a, argparse._HelpAction)),
+                                  len(self._actions))
+            self._actions.insert(first_optional, action)
+            return action
         return super().add_argument(*args, **kwargs)
 
     def error(self, message: str):

@@ -120,7 +120,7 @@ def _main(argv) -> int:
     ap.add_argument("--checkpoint", required=True, help="last.pt of a training run")
     ap.add_argument("paths", nargs="*", help="images or folders of images")
     ap.add_argument("--out", required=True, help="folder for the heatmaps and scores.csv (or model.onnx)")
-    ap.add_argument("--export", choices=("onnx",), help="write the model as ONNX instead of predicting")
+    ap.add_argument("--export", choices=("onnx",), help="write the model as ONNX instead of predicting (default: predict)")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                     help="where the network runs (auto: CUDA when visible)")
     a = ap.parse_args(argv)

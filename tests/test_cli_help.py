@@ -44,6 +44,8 @@ def test_every_option_has_help_and_shows_its_default(name, monkeypatch, capsys):
         if action.option_strings and action.default not in (None, False, []):
             assert "(default: %(default)s)" in shown or "default" in action.help, \
                 f"{name} {action.option_strings}: the default {action.default!r} is not shown"
+        if action.option_strings and not action.required and action.default is None and action.nargs != 0:
+            assert "default" in action.help, f"{name} {action.option_strings}: says nothing of what happens without it"
         if action.required and action.option_strings:  # required options come first
             assert text.index("required arguments:") < text.index("options:")
             assert action.option_strings[0] in text.split("options:")[0]
@@ -53,3 +55,14 @@ def test_epochs_help_says_the_default_is_the_presets(monkeypatch):
     parser = parser_of(train, monkeypatch)
     epochs = next(a for a in parser._actions if "--epochs" in a.option_strings)
     assert "the preset's" in epochs.help
+
+
+@pytest.mark.parametrize("name", sorted(CLIS))
+def test_the_usage_line_lists_required_options_first(name, monkeypatch):
+    parser = parser_of(CLIS[name], monkeypatch)
+    usage = parser.format_usage()
+    required = [a.option_strings[0] for a in parser._actions if a.required and a.option_strings]
+    optional = [a.option_strings[0] for a in parser._actions
+                if a.option_strings and not a.required and not isinstance(a, argparse._HelpAction)]
+    if required and optional:
+        assert max(usage.index(r + " ") for r in required) < min(usage.index("[" + o) for o in optional), usage
