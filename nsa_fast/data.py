@@ -155,3 +155,16 @@ def eval_input(images: np.ndarray, preset: Preset) -> tuple[np.ndarray, int]:
         return images, 0
     o = (S - preset.crop) // 2
     return np.ascontiguousarray(images[:, o:o + preset.crop, o:o + preset.crop]), o
+
+
+def check_test_set(root: Path, category: str, preset: Preset) -> bool:
+    """Whether ``root/category`` has a test set to evaluate on; a broken one (an image that does
+    not decode, grey and colour mixed, a mask missing or of the wrong size) is reported now, before
+    training, not after it."""
+    if not (Path(root) / category / "test").is_dir():
+        print(f"note: no test set under {Path(root) / category}; the run will not be evaluated")
+        return False
+    items = test_items(root, category)
+    load_images([i.path for i in items], preset, eval_size(preset))
+    load_masks(items, eval_size(preset))
+    return True

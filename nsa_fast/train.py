@@ -30,6 +30,7 @@ from .presets import Preset, add_preset_args, check_trainable, get_preset, resol
 from .blend.pick import SOLVER_NAMES
 from .labels import get_label_type, label_names
 from .pipelines import SYNTH_CHOICES, to_training_device
+from .data import check_test_set
 from .progress import Logger, stats_row
 from .sampler import TASKS, Stats, get_task
 
@@ -196,17 +197,6 @@ def loss_fn(logits: torch.Tensor, labels: torch.Tensor, label_mode: str) -> torc
     return get_label_type(label_mode).loss(logits, labels)
 
 
-def write_grid(path: Path, images: torch.Tensor, labels: torch.Tensor, preds: torch.Tensor, vmax: float,
-               epoch: int, loss: float) -> None:
-    """Labelled rows of synthetic input, label and prediction for up to 8 samples of a batch."""
-    from .io import write_image
-    from .viz import training_grid
-
-    n = min(8, len(images))
-    host = [t[:n].float().cpu().numpy() for t in (labels, preds)]  # device -> host: a few samples
-    write_image(path, training_grid(images[:n].cpu().numpy(), *host, vmax, epoch, loss))
-
-
 @dataclass
 class EpochResult:
     loss: float
@@ -282,22 +272,6 @@ def check_schedule(pipeline, cfg: TrainConfig, n_images: int, world: int) -> int
     return steps
 
 
-def check_test_set(root: Path, cfg: TrainConfig, preset: Preset) -> bool:
-    """Whether the run will be evaluated; a broken test set (an image that does not decode, grey
-    and colour mixed, a mask missing or of the wrong size) is reported now, not after training."""
-    if not cfg.evaluate:
-        return False
-    if not (Path(root) / cfg.category / "test").is_dir():
-        print(f"note: no test set under {Path(root) / cfg.category}; the run will not be evaluated")
-        return False
-    from .data import eval_size, load_images, load_masks, test_items
-
-    items = test_items(root, cfg.category)
-    load_images([i.path for i in items], preset, eval_size(preset))
-    load_masks(items, eval_size(preset))
-    return True
-
-
 def main(argv=None) -> int:
     return cli.run(_main, argv)
 
@@ -320,7 +294,7 @@ def _main(argv) -> int:
         rundir.check_resume(saved, dataclasses.asdict(cfg), preset.to_dict(), saved["epoch"] + 1)
     root = resolve_root(cfg.data)
     files = train_files(root, cfg.category)
-    evaluate = check_test_set(root, cfg, preset)
+    evaluate = cfg.evaluate and check_test_set(root, cfg.category, preset)
     pipeline = build_pipeline(cfg, preset, files, device, rank, world)
     steps = check_schedule(pipeline, cfg, len(files), world)
     if rank == 0:
@@ -408,10 +382,12 @@ def all_ranks(stats: Stats, device: torch.device, world: int) -> Stats:
 
 
 def grid(out: Path, cfg: TrainConfig, epoch: int, res: EpochResult) -> None:
+    from .viz import write_training_grid
+
     images, labels, logits = res.last
     kind = get_label_type(cfg.label)
-    write_grid(out / f"grid_epoch{epoch + 1:04d}.png", images, labels, kind.activate(logits).detach(), kind.vmax,
-               epoch + 1, res.loss)
+    write_training_grid(out / f"grid_epoch{epoch + 1:04d}.png", images, labels, kind.activate(logits).detach(),
+                        kind.vmax, epoch + 1, res.loss)
 
 
 if __name__ == "__main__":

@@ -189,3 +189,12 @@ def runner_chart(path: Path, rows: list[dict], metrics: tuple[str, ...], names: 
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def write_training_grid(path: Path, images, labels, preds, vmax: float, epoch: int, loss: float) -> None:
+    """``training_grid`` of up to 8 samples of a batch of torch tensors on any device, as a PNG."""
+    from .io import write_image
+
+    n = min(8, len(images))
+    host = [t[:n].float().cpu().numpy() for t in (labels, preds)]  # device -> host: a few samples
+    write_image(path, training_grid(images[:n].cpu().numpy(), *host, vmax, epoch, loss))

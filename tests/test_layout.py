@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 PKG = Path(__file__).resolve().parents[1] / "nsa_fast"
-MAX_LINES = 420
+MAX_LINES = 400
 
 
 def module_name(path: Path) -> str:
