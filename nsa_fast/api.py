@@ -102,6 +102,8 @@ class NSA:
         if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
             raise InputError("images: expected a uint8 torch tensor (N, H, W, C) on the device to blend on, got "
                              f"{type(images).__name__} {getattr(images, 'dtype', '')} {tuple(getattr(images, 'shape', ()))}.")
+        if isinstance(indices, torch.Tensor):
+            indices = indices.tolist()  # from any device; one small read
         indices = [_whole(i, "indices", len(images)) for i in np.asarray(indices, dtype=object).ravel()]
         seed, epoch = _whole(seed, "seed"), _whole(epoch, "epoch")
         if not indices:

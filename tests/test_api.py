@@ -63,7 +63,7 @@ def test_a_batch_on_cuda_images_stays_on_cuda_and_matches_the_cpu_batch(data):
     _, images = data
     nsa = NSA.from_preset("bottle")
     cpu = nsa.batch(torch.from_numpy(images), [0, 1, 2, 3], seed=3, solver="dst")
-    gpu = nsa.batch(torch.from_numpy(images).cuda(), [0, 1, 2, 3], seed=3, solver="dst")
+    gpu = nsa.batch(torch.from_numpy(images).cuda(), torch.arange(4, device="cuda"), seed=3, solver="dst")
     for t in (gpu.images, gpu.labels, gpu.boxes, gpu.originals):
         assert t.device.type == "cuda"
     assert torch.equal(gpu.originals.cpu(), cpu.originals) and torch.equal(gpu.boxes.cpu(), cpu.boxes)
