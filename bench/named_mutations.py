@@ -1,0 +1,66 @@
+"""Plausible bugs that once passed the whole suite, introduced one at a time in a scratch copy
+of HEAD; the tests that must catch each are run and their failures listed (CAUGHT or MISSED).
+
+    python bench/named_mutations.py            # all of them (about 10 minutes on 2 cores)
+    python bench/named_mutations.py DDP seed   # those whose name contains a word
+
+Each entry: name, file, the exact text, its mutation, the tests to run. Not collected by pytest.
+"""
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+WT = Path(tempfile.mkdtemp(prefix="nsa_named_")) / "wt"
+PY = sys.executable
+M = [
+ ("seed + epoch + index", "nsa_fast/sampler.py", "np.random.SeedSequence([seed, epoch, index])", "np.random.SeedSequence(seed + epoch + index)", ["tests/test_randomness.py"]),
+ ("device rotation sign flipped", "nsa_fast/transforms.py", "steps = [rotation_steps(a.angle, shape) for a in augs]", "steps = [rotation_steps(-a.angle, shape) for a in augs]", ["tests/test_pipelines.py"]),
+ ("resize scale N(1, 0.4)", "nsa_fast/sampler.py", "scale = float(rng.normal(1.0, 0.5))", "scale = float(rng.normal(1.0, 0.4))", ["tests/test_sampler.py"]),
+ ("factor U(0.05, 0.9)", "nsa_fast/sampler.py", "factor = float(rng.uniform(0.05, 0.95))", "factor = float(rng.uniform(0.05, 0.9))", ["tests/test_sampler.py"]),
+ ("50-pixel rule on h*w", "nsa_fast/sampler.py", "if (h - 2) * (w - 2) < preset.min_mask_pixels:", "if h * w < preset.min_mask_pixels:", ["tests/test_sampler.py"]),
+ ("skip reasons swapped", "nsa_fast/sampler.py", 'stats.skipped["small_mask"] += 1', 'stats.skipped["thin_mask"] += 1', ["tests/test_sampler.py"]),
+ ("BCE -> MSE on the sigmoid", "nsa_fast/labels.py", "return F.binary_cross_entropy_with_logits(logits.float(), labels)", "return F.mse_loss(F.sigmoid(logits.float()), labels)", ["tests/test_recipe.py", "tests/test_labels.py"]),
+ ("cosine floor 1e-6 -> 0", "nsa_fast/train.py", "    lr_min: float = 1e-6", "    lr_min: float = 0.0", ["tests/test_recipe.py"]),
+ ("epoch shuffle constant", "nsa_fast/pipelines.py", "np.random.default_rng([seed, epoch, 0x5EED])", "np.random.default_rng([seed, epoch, 0x5EEE])", ["tests/test_randomness.py"]),
+ ("screw logistic k 1.0 -> 0.9", "nsa_fast/presets.py", 'n_max=4, logistic=(1.0, 3.0)', 'n_max=4, logistic=(0.9, 3.0)', ["tests/test_presets.py"]),
+ ("label tol: >= instead of >", "nsa_fast/labels.py", "on = ((dsum > lab.tol * C) & region).astype(np.uint8)", "on = ((dsum >= lab.tol * C) & region).astype(np.uint8)", ["tests/test_labels.py"]),
+ ("disk median radius 5 -> 4", "nsa_fast/labels.py", "DISK_RADIUS = 5 ", "DISK_RADIUS = 4 ", ["tests/test_labels.py"]),
+ ("binary median 5 -> 3", "nsa_fast/labels.py", "BINARY_MEDIAN = 5 ", "BINARY_MEDIAN = 3 ", ["tests/test_labels.py"]),
+ ("clone centre of the fast path: odd widths left", "nsa_fast/blend/ops.py", "return x1 - (x1 - x0) // 2, y0 + (y1 - y0) // 2", "return x0 + (x1 - x0) // 2, y0 + (y1 - y0) // 2", ["tests/test_executor.py", "tests/test_blend_ops.py"]),
+ ("Poisson mask frame not zeroed", "nsa_fast/blend/ops.py", "inner = (r >= 1) & (r < h - 1) & (c >= 1) & (c < w - 1)", "inner = (r >= 0) & (r < h) & (c >= 0) & (c < w)", ["tests/test_executor.py", "tests/test_blend_ops.py"]),
+ ("batched labels: torch logistic k halved", "nsa_fast/labels.py", "    return binary / (1.0 + xp.exp(-k * (intensity - y0)))", "    return binary / (1.0 + xp.exp(-(k if xp is np else k / 2) * (intensity - y0)))", ["tests/test_batched.py"]),
+ ("DDP: the trainer does not wrap its model", "nsa_fast/train.py", "    model = distribute(model, device, local, world)", "    pass", ["tests/test_train.py::test_torchrun_two_processes_on_the_cpu"]),
+ ("DDP: distribute never wraps (ranks train apart)", "nsa_fast/train.py", "    if world == 1:\n        return model", "    if True:\n        return model", ["tests/test_train.py::test_ddp_ranks_train_disjoint_shards_with_synchronised_gradients"]),
+]
+def main():
+    only = sys.argv[1:]
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--force", "--detach", str(WT), "HEAD"],
+                   check=True, capture_output=True)
+    # subprocesses (torchrun, CLI runs) must import the mutated copy, not an editable install
+    env = {**os.environ, "PYTHONPATH": str(WT)}
+    missed = 0
+    for name, f, old, new, tests in M:
+        if old is None or (only and not any(o in name for o in only)):
+            continue
+        p = WT / f
+        src = p.read_text()
+        if old not in src:
+            print(f"!! {name}: pattern not found in {f}"); continue
+        p.write_text(src.replace(old, new, 1))
+        try:
+            r = subprocess.run([PY, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m", "not slow", *tests],
+                               cwd=WT, env=env, capture_output=True, text=True, timeout=900)
+            failed = [l.split(" - ")[0].replace("FAILED ", "") for l in r.stdout.splitlines() if l.startswith("FAILED")]
+            missed += r.returncode == 0
+            print(f"{'CAUGHT' if r.returncode else 'MISSED'} | {name} | {f}: {old.strip()[:60]} -> {new.strip()[:60]} | {', '.join(failed) or r.stdout.splitlines()[-1:]}", flush=True)
+        finally:
+            p.write_text(src)
+    subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(WT)], capture_output=True)
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
