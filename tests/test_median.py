@@ -225,3 +225,99 @@ def test_numpy_integer_radius_is_accepted():
     rng = np.random.default_rng(SEED)
     values = channel_diff_sum((12, 12), rng, np.uint16)
     np.testing.assert_array_equal(disk_median(values, np.int64(3)), scipy_median(values, 3))
+
+
+# The work dtype is a speed choice: it must hold every value exactly, and be 16-bit where the
+# values fit 16 bits and 16-bit partition is fast, else 32-bit where they fit 32 bits.
+BOUNDARY_RANGES = [
+    (np.int32, 0, 65535), (np.int32, 0, 65536), (np.int32, -1, 40000), (np.int32, -32768, 32767),
+    (np.int32, -32769, 0), (np.int32, -5, 32768), (np.int64, 0, 2 ** 32 - 1), (np.int64, 0, 2 ** 32),
+    (np.int64, -1, 3_000_000_000), (np.int64, -2 ** 31, 2 ** 31 - 1), (np.int64, -2 ** 31 - 1, 0),
+    (np.int64, -7, 2 ** 31), (np.int64, 0, 3_000_000_000), (np.int64, 3, 700), (np.int64, -2 ** 62, 2 ** 62),
+    (np.uint32, 0, 2 ** 32 - 1), (np.int8, -128, 127), (np.int16, -32768, 32767), (np.uint8, 0, 255),
+    (np.uint16, 0, 65535),
+]
+
+
+def boundary_map(dtype, lo, hi, shape=(15, 17), seed=SEED):
+    """Values spread over [lo, hi], both ends present, clustered so that medians take extreme values."""
+    rng = np.random.default_rng(seed)
+    frac = np.clip(rng.normal(0.5, 0.35, shape), 0, 1)
+    values = (lo + np.round(frac * (hi - lo)).astype(object)).astype(dtype)
+    values[:4, :5] = lo
+    values[-5:, -6:] = hi
+    values[7, 8] = lo
+    return values
+
+
+@pytest.mark.parametrize("fast16", [True, False], ids=["16bit-work", "32bit-work"])
+@pytest.mark.parametrize("dtype, lo, hi", BOUNDARY_RANGES, ids=[f"{d.__name__}[{a},{b}]" for d, a, b in BOUNDARY_RANGES])
+def test_work_dtype_holds_every_value_in_the_fewest_bits(monkeypatch, fast16, dtype, lo, hi):
+    from nsa_fast import median
+
+    monkeypatch.setattr(median, "_sixteen_bit_partition_is_fast", lambda: fast16)
+    values = boundary_map(dtype, lo, hi)
+    work = median._work_dtype(values)
+    assert isinstance(work, np.dtype) and np.issubdtype(work, np.integer)
+    # the dtype's whole range for 8 and 16-bit inputs, the values' range otherwise
+    span = np.iinfo(dtype) if np.dtype(dtype).itemsize <= 2 else None
+    a, b = (span.min, span.max) if span else (lo, hi)
+    assert np.iinfo(work).min <= a and b <= np.iinfo(work).max
+    fits16 = (0 <= a and b <= 0xFFFF) or (-0x8000 <= a and b <= 0x7FFF)
+    fits32 = (0 <= a and b <= 0xFFFFFFFF) or (-0x80000000 <= a and b <= 0x7FFFFFFF)
+    want = 2 if fits16 and fast16 else 4 if fits32 else np.dtype(dtype).itemsize
+    assert work.itemsize == want
+    # and the filter is exact whatever the work dtype
+    got = disk_median(values, 2)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, scipy_median(values, 2))
+
+
+def test_work_dtype_of_an_empty_map_and_of_one_pixel():
+    from nsa_fast import median
+
+    assert median._work_dtype(np.zeros((0, 3), np.int64)) == np.int64
+    assert median._work_dtype(np.full((1, 1), 700, np.int64)).itemsize <= 4
+
+
+def test_values_beyond_float64_precision():
+    """int64 values that float64 cannot hold exactly (beyond 2^53) come back exactly (scipy's
+    median_filter itself rounds them, so the reference is the explicit sort)."""
+    rng = np.random.default_rng(SEED)
+    values = (2 ** 60 + rng.integers(0, 1000, (20, 23))).astype(np.int64)
+    values[:5] = -(2 ** 60) - 3
+    np.testing.assert_array_equal(disk_median(values, 3), brute_median(values, 3))
+
+
+@pytest.mark.parametrize("radius", [1, 2, 3])
+def test_small_binary_patterns(radius):
+    """Sparse 0/1 and 0/v maps: medians decided by exactly half the footprint plus one pixel (the
+    skip test's boundary), and maps holding the value 1."""
+    rng = np.random.default_rng(radius)
+    for _ in range(60):
+        density = rng.uniform(0.2, 0.7)
+        values = (rng.random((9, 11)) < density).astype(np.uint16) * rng.choice([1, 3, 700])
+        np.testing.assert_array_equal(disk_median(values, radius), scipy_median(values, radius))
+    # mostly ones with a single zero: the skip test counts non-zero pixels, not pixels other than 1
+    values = np.ones((9, 11), np.uint16)
+    values[4, 5] = 0
+    np.testing.assert_array_equal(disk_median(values, radius), np.ones_like(values))
+    # disk(1) has 5 pixels: 3 non-zero of them make a non-zero median, alone in their 3x3 square
+    values = np.zeros((5, 5), np.uint16)
+    values[2, 1:4] = 5
+    assert disk_median(values, 1)[2, 2] == 5
+    np.testing.assert_array_equal(disk_median(values, 1), scipy_median(values, 1))
+
+
+@pytest.mark.parametrize("shape", [(0, 0), (0, 5), (5, 0)])
+def test_empty_maps(shape):
+    values = np.zeros(shape, np.uint16)
+    got = disk_median(values, 5)
+    assert got.shape == shape and got.dtype == np.uint16
+
+
+def test_bad_radius_message_names_its_type():
+    with pytest.raises(ValueError, match=r"got 2\.5 of type float$"):
+        disk_median(np.zeros((5, 5), np.uint16), 2.5)
+    with pytest.raises(ValueError, match=r"got True of type bool$"):
+        disk_median(np.zeros((5, 5), np.uint16), True)

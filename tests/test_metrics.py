@@ -368,3 +368,137 @@ def test_inputs_not_modified():
     pixel_auroc(maps, masks)
     np.testing.assert_array_equal(maps, maps0)
     np.testing.assert_array_equal(masks, masks0)
+
+
+# --------------------------------------------------------------------------------------------
+# error messages name the offending argument and its expected shape; rejected inputs
+# --------------------------------------------------------------------------------------------
+
+def _good_maps_masks(shape=(2, 4, 5)):
+    maps = np.linspace(0, 1, int(np.prod(shape))).reshape(shape)
+    masks = np.zeros(shape, dtype=bool)
+    masks[0, 1, 1] = True
+    return maps, masks
+
+
+@pytest.mark.parametrize("call, pattern", [
+    (lambda m, k: au_pro(np.array([["a"]]), k), r"^maps: expected a real-valued numeric array of shape \(N, H, W\), got"),
+    (lambda m, k: au_pro(m, np.array([["a"]])), r"^masks: expected a real-valued numeric array of shape \(N, H, W\), got"),
+    (lambda m, k: au_pro(m.astype(np.complex128), k), r"^maps: expected real values, got complex"),
+    (lambda m, k: au_pro(m[0], k), r"^maps: expected shape \(N, H, W\), got shape \(4, 5\)"),
+    (lambda m, k: au_pro(m, k[0]), r"^masks: expected shape \(N, H, W\), got shape \(4, 5\)"),
+    (lambda m, k: au_pro(m, k[:, :3]), r"^maps and masks: expected the same shape \(N, H, W\), got maps \(2, 4, 5\) and "
+                                       r"masks \(2, 3, 5\)\. Resize .*\(or the masks to the map size\) first\.$"),
+    (lambda m, k: au_pro(m[:0], k[:0]), r"^maps: expected a non-empty array of shape \(N, H, W\)"),
+    (lambda m, k: au_pro(np.where(k, np.nan, m).astype(np.float32), k), r"^maps: expected no NaN scores, got 1 NaN"),
+    (lambda m, k: pixel_auroc(m, np.where(k, np.nan, 0.0).astype(np.float32)), r"^masks: .*got NaN"),
+    (lambda m, k: au_pro(m, np.where(k, np.nan, 0.0)), r"^masks: .*got NaN"),
+    (lambda m, k: image_auroc(np.array(["a", "b"]), [0, 1]), r"^scores: expected a real-valued numeric array of shape \(N,\)"),
+    (lambda m, k: image_auroc([0.1, 0.2], np.array(["a", "b"])), r"^labels: expected a real-valued numeric array of shape \(N,\)"),
+    (lambda m, k: image_auroc([[0.1, 0.2]], [0, 1]), r"^scores: expected shape \(N,\), got shape \(1, 2\)"),
+    (lambda m, k: image_auroc([0.1, 0.2], [[0, 1]]), r"^labels: expected shape \(N,\), got shape \(1, 2\)"),
+    (lambda m, k: image_auroc([0.1, np.nan, np.nan], [0, 1, 1]), r"^scores: expected no NaN scores, got 2 NaN value\(s\) of 3\. "
+                                                                  r"Replace them \(e\.g\. numpy\.nan_to_num\)"),
+    (lambda m, k: image_auroc(np.arange(9.0), np.arange(9)), r"values such as \[2, 3, 4, 5, 6\]\.$"),
+    (lambda m, k: image_auroc([0.1, 0.2], [0, 0]), r"single class\.$"),
+    (lambda m, k: pixel_auroc(m, np.zeros_like(k)), r"\(40 pixels in 2 mask\(s\)\); .*AUROC is undefined.*\.$"),
+    (lambda m, k: pro_curve(m, np.zeros_like(k)), r"none in 2 mask\(s\) of 4x5; .*AU-PRO is undefined.*\.$"),
+    (lambda m, k: pro_curve(m, np.ones_like(k)), r"got 40 anomalous pixels .*false positive rate is undefined\.$"),
+])
+def test_error_messages_name_the_argument(call, pattern):
+    maps, masks = _good_maps_masks()
+    with pytest.raises(ValueError, match=pattern):
+        call(maps, masks)
+
+
+def test_float_masks_are_accepted_like_bool_masks():
+    rng = np.random.default_rng(9)
+    masks = speckle_masks(rng, 3, 12, 12, n_good=1)
+    maps = maps_for(rng, masks)
+    want = au_pro(maps, masks)
+    for dtype in (np.float32, np.float64):
+        assert au_pro(maps, masks.astype(dtype)) == want
+        assert pixel_auroc(maps, masks.astype(dtype) * 0.5) == pixel_auroc(maps, masks)
+
+
+def test_missing_scikit_learn_is_explained(monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "sklearn.metrics", None)   # import fails as if not installed
+    with pytest.raises(ImportError, match=r"^image_auroc / pixel_auroc need scikit-learn: pip install scikit-learn$"):
+        image_auroc([0.1, 0.2], [0, 1])
+
+
+@pytest.mark.parametrize("dtype", [bool, np.uint8, np.uint16, np.uint32, np.int8, np.int16, np.int32,
+                                   np.float16, np.float32])
+def test_order_key_sorts_like_the_scores_for_32_bit_dtypes(dtype):
+    """The packed-sort key: at most 32 bits, same order and same ties as the scores, for every
+    value of the dtype's range (extremes, -0.0, infinities)."""
+    from nsa_fast.metrics import _order_key32
+
+    if dtype is bool:
+        values = np.array([True, False, True])
+    elif np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        values = np.array([info.min, info.max, 0, 1, info.min + 1, info.max - 1, info.max // 2, 0], dtype)
+    else:
+        values = np.array([-np.inf, np.inf, -0.0, 0.0, -1.5, 1.5, np.finfo(dtype).max, np.finfo(dtype).min,
+                           np.finfo(dtype).tiny, -np.finfo(dtype).tiny], dtype)
+    values = values.astype(dtype)
+    key = _order_key32(values)
+    assert key is not None and key.dtype == np.uint64
+    assert int(key.max()) < 2 ** 32
+    a, b = np.meshgrid(np.arange(values.size), np.arange(values.size))
+    np.testing.assert_array_equal(key[a] < key[b], values[a] < values[b])
+    np.testing.assert_array_equal(key[a] == key[b], values[a] == values[b])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.int64, np.uint64])
+def test_order_key_is_none_for_64_bit_dtypes(dtype):
+    from nsa_fast.metrics import _order_key32
+
+    assert _order_key32(np.arange(4).astype(dtype)) is None
+
+
+def test_pro_curve_with_extreme_int32_scores():
+    masks = np.zeros((1, 2, 4), dtype=bool)
+    masks[0, 0, :2] = True
+    info = np.iinfo(np.int32)
+    maps = np.array([[[info.max, 5, -5, info.min], [0, info.min, info.max - 1, 1]]], np.int32)
+    fpr, pro = pro_curve(maps, masks)
+    rfpr, rpro = reference_pro_curve(maps.astype(np.float64), masks)
+    np.testing.assert_allclose(fpr, rfpr[:-1], rtol=0, atol=ATOL)
+    np.testing.assert_allclose(pro, rpro[:-1], rtol=0, atol=ATOL)
+
+
+def test_trapezoid_input_checks():
+    with pytest.raises(ValueError, match=r"^trapezoid: expected two non-empty 1-D arrays of the same length, got x \(3,\) and y \(2,\)"):
+        trapezoid([0.0, 0.5, 1.0], [0.0, 1.0])
+    with pytest.raises(ValueError, match=r"^trapezoid: expected two non-empty 1-D arrays"):
+        trapezoid([[0.0, 1.0]], [[0.0, 1.0]])
+    with pytest.raises(ValueError, match=r"^trapezoid: expected two non-empty 1-D arrays"):
+        trapezoid([], [])
+    with pytest.raises(ValueError, match=r"^trapezoid: expected finite x and y values\.$"):
+        trapezoid([0.0, 1.0], [0.0, np.inf])
+    with pytest.raises(ValueError, match=r"^trapezoid: expected finite x and y values\.$"):
+        trapezoid([0.0, np.nan], [0.0, 1.0])
+    for x in ([1.0, 0.0], [0.0, 0.5, 0.2, 1.0]):
+        with pytest.raises(ValueError, match=r"^trapezoid: expected x sorted in increasing order\.$"):
+            trapezoid(x, np.zeros(len(x)))
+    with pytest.raises(ValueError, match=r"^trapezoid: expected x_max within \[0\.0, 1\.0\], got 1\.5\.$"):
+        trapezoid([0.0, 0.5, 1.0], [0.0, 0.5, 1.0], 1.5)
+    # One point is a curve of zero area.
+    assert trapezoid([0.5], [0.3]) == 0.0
+    assert trapezoid([0.5], [0.3], 0.5) == 0.0
+
+
+def test_trapezoid_computes_in_float64_whatever_the_input_dtype():
+    x = np.array([0.0, 0.1, 0.35, 0.7, 1.0])
+    y = np.array([0.0, 0.3, 0.45, 0.9, 1.0])
+    for x_max in (None, 0.3, 1.0):
+        want = trapezoid(x, y, x_max)
+        x16, y16 = x.astype(np.float16), y.astype(np.float16)
+        assert trapezoid(x16, y, x_max) == trapezoid(x16.astype(np.float64), y, x_max)
+        assert trapezoid(x, y16, x_max) == trapezoid(x, y16.astype(np.float64), x_max)
+        assert trapezoid(list(x), list(y), x_max) == want
+    # uint8 ordinates do not wrap around.
+    assert trapezoid([0, 1], np.array([200, 200], np.uint8)) == 200.0

@@ -203,3 +203,114 @@ def test_modes_are_opencvs_flags_or_names():
                 torch.tensor(1), None, [cv2.NORMAL_CLONE, "poisson"] * 3):
         with pytest.raises(InputError, match="mode must be cv2.NORMAL_CLONE"):
             seamless_clone_batch(t["src"], t["dst"], t["mask"], cases["centers"], bad, sizes=cases["sizes"])
+
+
+# --------------------------------------------------------------------------------------------
+# non-square sources, ROIs given by the caller, masks only on the zeroed frame, input messages
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("wide", [True, False])
+def test_non_square_source_tensors_match_opencv(wide):
+    rng = np.random.default_rng(13)
+    dst = rng.integers(0, 256, (2, 80, 80, 3)).astype(np.uint8)
+    src = rng.integers(0, 256, (2, 20, 34, 3)).astype(np.uint8)
+    mask = np.zeros((2, 20, 34), np.uint8)
+    mask[0, 3:15, 4:30] = 255
+    mask[1, 6:18, 20:33] = 255
+    if not wide:
+        src, mask = np.ascontiguousarray(src.transpose(0, 2, 1, 3)), np.ascontiguousarray(mask.transpose(0, 2, 1))
+    centers = np.array([[40, 30], [25, 40]])
+    out = seamless_clone_batch(torch.from_numpy(src), torch.from_numpy(dst), torch.from_numpy(mask), centers,
+                               cv2.NORMAL_CLONE).numpy()
+    for i in range(2):
+        ref = cv2.seamlessClone(src[i], dst[i], mask[i].copy(), tuple(int(c) for c in centers[i]), cv2.NORMAL_CLONE)
+        assert np.abs(out[i].astype(int) - ref).max() <= 1
+
+
+def test_a_mask_only_on_the_frame_clones_nothing():
+    rng = np.random.default_rng(14)
+    dst = rng.integers(0, 256, (64, 64, 3)).astype(np.uint8)
+    src = rng.integers(0, 256, (20, 24, 3)).astype(np.uint8)
+    for rows, cols in ((slice(2, 12), 0), (slice(3, 9), -1), (0, slice(2, 20)), (-1, slice(5, 9))):
+        frame = np.zeros((20, 24), np.uint8)
+        frame[rows, cols] = 255          # OpenCV zeroes the mask's 1-pixel frame first
+        np.testing.assert_array_equal(one(src, dst, frame, (30, 30)), dst)
+
+
+def test_rois_from_the_caller_are_used_as_given():
+    """With roi_src the mask is only read inside those boxes: the same as a mask zeroed outside them."""
+    rng = np.random.default_rng(15)
+    dst = rng.integers(0, 256, (2, 64, 64, 3)).astype(np.uint8)
+    src = rng.integers(0, 256, (2, 24, 24, 3)).astype(np.uint8)
+    mask = np.zeros((2, 24, 24), np.uint8)
+    mask[:, 2:22, 2:22] = 255
+    box = np.array([[5, 15, 6, 18], [4, 20, 3, 12]])
+    cropped = np.zeros_like(mask)
+    for i, (y0, y1, x0, x1) in enumerate(box):
+        cropped[i, y0:y1, x0:x1] = mask[i, y0:y1, x0:x1]
+    t = lambda a: torch.from_numpy(a)  # noqa: E731
+    centers = np.array([[30, 30], [33, 28]])
+    given = seamless_clone_batch(t(src), t(dst), t(mask), centers, "normal", roi_src=box)
+    read = seamless_clone_batch(t(src), t(dst), t(cropped), centers, "normal")
+    assert torch.equal(given, read)
+    assert not torch.equal(given, seamless_clone_batch(t(src), t(dst), t(mask), centers, "normal"))
+    # a list of host ints is accepted too
+    assert torch.equal(given, seamless_clone_batch(t(src), t(dst), t(mask), centers, "normal", roi_src=box.tolist()))
+
+
+@pytest.mark.parametrize("change, pattern", [
+    (dict(src=np.zeros((1, 8, 8, 3), np.uint8)), r"^src: expected a uint8 tensor of rank 4, got ndarray\.$"),
+    (dict(src=torch.zeros((1, 8, 8, 3))), r"^src: expected a uint8 tensor of rank 4, got torch\.float32 \(1, 8, 8, 3\)\.$"),
+    (dict(dst=torch.zeros((32, 32, 3), dtype=torch.uint8)), r"^dst: expected a uint8 tensor of rank 4, got torch\.uint8 \(32, 32, 3\)\.$"),
+    (dict(mask=torch.zeros((1, 8, 8, 1), dtype=torch.uint8)), r"^mask: expected a uint8 tensor of rank 3, got torch\.uint8 \(1, 8, 8, 1\)\.$"),
+    (dict(dst=torch.zeros((1, 32, 32, 3), dtype=torch.uint8, device="meta")),
+     r"^src, dst and mask must be on one device, got cpu, meta, cpu\.$"),
+    (dict(mask=torch.zeros((1, 8, 8), dtype=torch.uint8, device="meta")),
+     r"^src, dst and mask must be on one device, got cpu, cpu, meta\.$"),
+    (dict(dst=torch.zeros((2, 32, 32, 3), dtype=torch.uint8)),
+     r"^batch sizes and channels must agree: src \(1, 8, 8, 3\), dst \(2, 32, 32, 3\), mask \(1, 8, 8\)\.$"),
+    (dict(mask=torch.zeros((2, 8, 8), dtype=torch.uint8)), r"^batch sizes and channels must agree: .* mask \(2, 8, 8\)\.$"),
+    (dict(mask=torch.zeros((1, 8, 9), dtype=torch.uint8)),
+     r"^mask \(8, 9\) must have the source's height and width \(8, 8\), as cv2\.seamlessClone requires\.$"),
+    (dict(sizes=[[9, 8]]), r"^sizes must lie within the source tensor's \(8, 8\), got \[9, 8\]\.\.\[9, 8\]\.$"),
+    (dict(sizes=[[4, 0]]), r"^sizes must lie within the source tensor's \(8, 8\), got \[4, 0\]\.\.\[4, 0\]\.$"),
+    (dict(src=torch.zeros((1, 8, 12, 3), dtype=torch.uint8), mask=torch.zeros((1, 8, 12), dtype=torch.uint8),
+          sizes=[[10, 12]]), r"^sizes must lie within the source tensor's \(8, 12\), got \[10, 12\]\.\.\[10, 12\]\.$"),
+    (dict(mode=5), r"^mode must be .*, one or one per item \(1\); got 5\.$"),
+    (dict(mode=[7, 8, 9, 10, 11]), r"^mode must be .*, one or one per item \(1\); got 7, 8, 9\.$"),
+    (dict(mode=["normal", "mixed"]), r"^mode must be .*, one or one per item \(1\); got 2 modes\.$"),
+])
+def test_input_messages(change, pattern):
+    args = dict(src=torch.zeros((1, 8, 8, 3), dtype=torch.uint8), dst=torch.zeros((1, 32, 32, 3), dtype=torch.uint8),
+                mask=torch.full((1, 8, 8), 255, dtype=torch.uint8))
+    change = dict(change)
+    sizes = change.pop("sizes", None)
+    mode = change.pop("mode", "normal")
+    args.update(change)
+    with pytest.raises(InputError, match=pattern):
+        seamless_clone_batch(args["src"], args["dst"], args["mask"], np.array([[16, 16]]), mode, sizes=sizes)
+
+
+def test_items_of_one_row_or_column_are_accepted_and_clone_nothing():
+    rng = np.random.default_rng(16)
+    src = torch.from_numpy(rng.integers(0, 256, (2, 8, 8, 3)).astype(np.uint8))
+    dst = torch.from_numpy(rng.integers(0, 256, (2, 32, 32, 3)).astype(np.uint8))
+    mask = torch.full((2, 8, 8), 255, dtype=torch.uint8)
+    out = seamless_clone_batch(src, dst, mask, np.array([[16, 16], [10, 12]]), "normal", sizes=[[1, 8], [8, 1]])
+    assert torch.equal(out, dst)
+
+
+def test_the_given_solver_is_used():
+    cases, _ = clone_cases(np.random.default_rng(17), 3, side=(12, 30))
+    t = {k: torch.from_numpy(cases[k]) for k in ("src", "dst", "mask")}
+    calls = []
+
+    def no_sweep(rhs, guess, sizes):          # keeps the first guess: the destination's interior
+        calls.append(rhs.shape)
+        return SOLVERS["jacobi"](rhs, guess, sizes, iterations=0)
+
+    out = seamless_clone_batch(t["src"], t["dst"], t["mask"], cases["centers"], cases["modes"],
+                               sizes=cases["sizes"], solver=no_sweep, buckets=1)
+    assert len(calls) == 1
+    # the guess is the destination itself: nothing changes except by the clamp-and-truncate round trip
+    np.testing.assert_array_equal(out.numpy(), cases["dst"])

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Mutation testing with mutmut 3 (docs/mutation.md), in a copy of the working tree so that
+# mutmut's mutants/ folder and its runs never touch the checkout.
+#
+#   bash bench/mutation.sh                                 # the default module list below
+#   bash bench/mutation.sh nsa_fast/metrics.py nsa_fast/blend
+#
+# Arguments: modules (files) or packages (folders) under nsa_fast/. Environment:
+#   MUTMUT_TESTS   test files mutmut may pick from (default: tests/test_<module>.py of each
+#                  module that has one; nsa_fast/blend maps to test_poisson, test_solvers, test_batched)
+#   MAX_CHILDREN   parallel mutant runs (default 1: leaves the other cores alone)
+#   KEEP=1         keep the temporary copy (its mutants/ folder: mutmut results / show <name>)
+#   PYTHON         the interpreter whose environment has mutmut (default .venv/bin/python)
+#
+# Not part of the test suite (bench/ is not collected, and this is a shell script). It takes
+# tens of minutes on a 2-core CPU machine for the full list.
+set -euo pipefail
+
+repo=$(git -C "$(dirname "$0")/.." rev-parse --show-toplevel)
+PYTHON=${PYTHON:-$repo/.venv/bin/python}
+MUTMUT=$(dirname "$PYTHON")/mutmut
+MAX_CHILDREN=${MAX_CHILDREN:-1}
+
+if [ $# -eq 0 ]; then
+    set -- nsa_fast/sampler.py nsa_fast/labels.py nsa_fast/median.py nsa_fast/filters.py nsa_fast/blend \
+           nsa_fast/metrics.py nsa_fast/transforms.py nsa_fast/pipelines.py nsa_fast/train.py
+fi
+
+# only_mutate globs and the test files of the modules
+globs=()
+tests=()
+for m in "$@"; do
+    m=${m%/}
+    if [ -d "$repo/$m" ]; then
+        globs+=("$m/*")
+    elif [ -f "$repo/$m" ]; then
+        globs+=("$m")
+    else
+        echo "mutation.sh: no such module or package: $m" >&2
+        exit 2
+    fi
+    base=$(basename "$m" .py)
+    case "$base" in
+        blend) cands="tests/test_poisson.py tests/test_solvers.py tests/test_batched.py" ;;
+        *) cands="tests/test_$base.py" ;;
+    esac
+    for t in $cands; do
+        [ -f "$repo/$t" ] && tests+=("$t")
+    done
+done
+if [ -n "${MUTMUT_TESTS:-}" ]; then
+    read -r -a tests <<< "$MUTMUT_TESTS"
+fi
+if [ ${#tests[@]} -eq 0 ]; then
+    echo "mutation.sh: no test files for $*; set MUTMUT_TESTS" >&2
+    exit 2
+fi
+
+toml_list() { local out="" x; for x in "$@"; do out+="\"$x\", "; done; echo "[${out%, }]"; }
+
+work=$(mktemp -d /tmp/nsa_mutation.XXXXXX)
+cleanup() { if [ "${KEEP:-0}" = 1 ]; then echo "kept: $work"; else rm -rf "$work"; fi; }
+trap cleanup EXIT
+
+# The working tree as it is (tracked and untracked files, without ignored ones such as .venv).
+git -C "$repo" ls-files -z -co --exclude-standard | (cd "$repo" && tar --null -T - -cf -) | tar -xf - -C "$work"
+
+if ! grep -q '^\[tool.mutmut\]' "$work/pyproject.toml"; then
+    cat >> "$work/pyproject.toml" <<EOF
+
+[tool.mutmut]
+source_paths = ["nsa_fast/"]
+only_mutate = $(toml_list "${globs[@]}")
+pytest_add_cli_args_test_selection = $(toml_list "${tests[@]}")
+also_copy = ["kernels/"]
+EOF
+fi
+sed -n '/^\[tool.mutmut\]/,$p' "$work/pyproject.toml"
+
+cd "$work"
+# One thread per process: the workers are forked from a process that has imported torch.
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+start=$(date +%s)
+"$MUTMUT" run --max-children "$MAX_CHILDREN" > mutmut-run.log 2>&1 || { tail -c 3000 mutmut-run.log; exit 1; }
+end=$(date +%s)
+"$MUTMUT" results || true
+
+# Per module, from mutmut's own exit codes (mutmut/stats.py): killed = a test failed (1, 3);
+# timeout (36, +-24, 152, 255) and crash (-11, -9) also count as detected; survived (0) and
+# "no tests" (5, 33) as not detected. Score here = detected / mutants, before equivalent mutants
+# are judged (docs/mutation.md subtracts those).
+"$PYTHON" - "$((end - start))" <<'EOF'
+import json, pathlib, sys
+KILLED, TIMEOUT, CRASH, SURVIVED, NO_TESTS = {1, 3}, {36, -24, 24, 152, 255}, {-11, -9}, {0}, {5, 33}
+print(f"\nwall time of mutmut run: {sys.argv[1]} s")
+print(f"{'module':32} {'mutants':>7} {'killed':>7} {'timeout':>7} {'crash':>5} {'survived':>8} {'no tests':>8} "
+      f"{'other':>5} {'score':>6}")
+for meta in sorted(pathlib.Path("mutants").rglob("*.py.meta")):
+    codes = list(json.loads(meta.read_text())["exit_code_by_key"].values())
+    if not codes:
+        continue
+    k, t, x, s, z = (sum(1 for c in codes if c in g) for g in (KILLED, TIMEOUT, CRASH, SURVIVED, NO_TESTS))
+    other = len(codes) - k - t - x - s - z
+    name = str(meta.relative_to("mutants"))[:-5]
+    print(f"{name:32} {len(codes):7} {k:7} {t:7} {x:5} {s:8} {z:8} {other:5} {(k + t + x) / len(codes):6.1%}")
+EOF
