@@ -4,7 +4,10 @@ of HEAD; the tests that must catch each are run and their failures listed (CAUGH
     python bench/named_mutations.py            # all of them (about 10 minutes on 2 cores)
     python bench/named_mutations.py DDP seed   # those whose name contains a word
 
-Each entry: name, file, the exact text, its mutation, the tests to run. Not collected by pytest.
+Each entry: name, file, the exact text (it must occur once), its mutation, the tests to run. The
+tests must pass on HEAD first; a mutation counts as CAUGHT only when they then fail (pytest exit
+code 1, failures listed) and the mutated module still imports. It tests HEAD, not uncommitted
+changes. Exit code 0 only when every chosen mutation is caught. Not collected by pytest.
 """
 import os
 import subprocess
@@ -13,8 +16,8 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-WT = Path(tempfile.mkdtemp(prefix="nsa_named_")) / "wt"
 PY = sys.executable
+WT: Path  # the scratch copy of HEAD, made by main()
 M = [
  ("seed + epoch + index", "nsa_fast/sampler.py", "np.random.SeedSequence([seed, epoch, index])", "np.random.SeedSequence(seed + epoch + index)", ["tests/test_randomness.py"]),
  ("device rotation sign flipped", "nsa_fast/transforms.py", "steps = [rotation_steps(a.angle, shape) for a in augs]", "steps = [rotation_steps(-a.angle, shape) for a in augs]", ["tests/test_pipelines.py"]),
@@ -35,31 +38,57 @@ M = [
  ("DDP: the trainer does not wrap its model", "nsa_fast/train.py", "    model = distribute(model, device, local, world)", "    pass", ["tests/test_train.py::test_torchrun_two_processes_on_the_cpu"]),
  ("DDP: distribute never wraps (ranks train apart)", "nsa_fast/train.py", "    if world == 1:\n        return model", "    if True:\n        return model", ["tests/test_train.py::test_ddp_ranks_train_disjoint_shards_with_synchronised_gradients"]),
 ]
-def main():
+def pytest(tests, env):
+    r = subprocess.run([PY, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m", "not slow", *tests],
+                       cwd=WT, env=env, capture_output=True, text=True, timeout=900)
+    failed = [line.split(" - ")[0].split(" ", 1)[1] for line in r.stdout.splitlines()
+              if line.startswith(("FAILED ", "ERROR "))]
+    return r, failed
+
+
+def main() -> int:
+    global WT
     only = sys.argv[1:]
+    chosen = [m for m in M if not only or any(o.lower() in m[0].lower() for o in only)]
+    if not chosen:
+        print(f"no mutation's name contains any of {only}; names: {[m[0] for m in M]}", file=sys.stderr)
+        return 2
+    WT = Path(tempfile.mkdtemp(prefix="nsa_named_")) / "wt"
     subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--force", "--detach", str(WT), "HEAD"],
                    check=True, capture_output=True)
     # subprocesses (torchrun, CLI runs) must import the mutated copy, not an editable install
     env = {**os.environ, "PYTHONPATH": str(WT)}
-    missed = 0
-    for name, f, old, new, tests in M:
-        if old is None or (only and not any(o in name for o in only)):
-            continue
-        p = WT / f
-        src = p.read_text()
-        if old not in src:
-            print(f"!! {name}: pattern not found in {f}"); continue
-        p.write_text(src.replace(old, new, 1))
-        try:
-            r = subprocess.run([PY, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m", "not slow", *tests],
-                               cwd=WT, env=env, capture_output=True, text=True, timeout=900)
-            failed = [l.split(" - ")[0].replace("FAILED ", "") for l in r.stdout.splitlines() if l.startswith("FAILED")]
-            missed += r.returncode == 0
-            print(f"{'CAUGHT' if r.returncode else 'MISSED'} | {name} | {f}: {old.strip()[:60]} -> {new.strip()[:60]} | {', '.join(failed) or r.stdout.splitlines()[-1:]}", flush=True)
-        finally:
-            p.write_text(src)
-    subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(WT)], capture_output=True)
-    return 1 if missed else 0
+    bad = 0
+    try:
+        for name, f, old, new, tests in chosen:
+            p = WT / f
+            src = p.read_text()
+            if src.count(old) != 1:
+                print(f"ERROR  | {name} | the text to mutate occurs {src.count(old)} times in {f}", flush=True)
+                bad += 1
+                continue
+            base, _ = pytest(tests, env)
+            if base.returncode != 0:  # the tests must pass before the bug goes in
+                print(f"ERROR  | {name} | the tests fail without the mutation: {base.stdout.splitlines()[-1:]}")
+                bad += 1
+                continue
+            p.write_text(src.replace(old, new, 1))
+            try:
+                module = f[:-3].replace("/", ".")
+                imports = subprocess.run([PY, "-c", f"import {module}"], cwd=WT, env=env, capture_output=True)
+                r, failed = pytest(tests, env)
+            finally:
+                p.write_text(src)
+            # caught: tests ran and failed (exit code 1, failures listed) while the module still imports
+            caught = imports.returncode == 0 and r.returncode == 1 and failed
+            verdict = "CAUGHT" if caught else "MISSED" if r.returncode == 0 else "ERROR "
+            bad += not caught
+            print(f"{verdict} | {name} | {f}: {old.strip()[:60]} -> {new.strip()[:60]} | "
+                  f"{', '.join(failed) or r.stdout.splitlines()[-1:]}", flush=True)
+    finally:
+        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(WT)], capture_output=True)
+        os.rmdir(WT.parent)
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":
