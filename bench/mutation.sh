@@ -91,7 +91,7 @@ else
 source_paths = ["nsa_fast/"]
 only_mutate = $(toml_list "${globs[@]}")
 pytest_add_cli_args_test_selection = $(toml_list "${tests[@]}")
-also_copy = ["kernels/"]
+also_copy = ["kernels/", "README.md"]
 EOF
 fi
 sed -n '/^\[tool.mutmut\]/,$p' "$work/pyproject.toml"

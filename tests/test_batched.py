@@ -106,3 +106,113 @@ def test_cuda_batch_equals_cpu_twin(task, preset_name, label):
     # same solver formulas; cuBLAS and CPU matmuls round differently, so a pixel may flip by 1
     assert np.abs(gpu.images.cpu().numpy().astype(int) - cpu.images.numpy()).max() <= 1
     assert (gpu.labels.cpu().numpy() == cpu.labels.numpy()).mean() >= 0.9999
+
+
+# -- added by mutation testing (docs/mutation-batch2.md) ------------------------------------
+
+def test_resize_is_bit_exact_with_opencv_for_every_size_pair_up_to_48():
+    """Each (source, target) length pair 1..48 along rows and along columns, against cv2.resize."""
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 256, (1, 64, 64, 3)).astype(np.uint8)
+    for axis in (0, 1):
+        boxes, sizes, refs = [], [], []
+        for n_in in range(1, 49):
+            for n_out in range(1, 49):
+                h, w, H, W = (n_in, 3, n_out, 3) if axis == 0 else (3, n_in, 3, n_out)
+                boxes.append((5, 5 + h, 7, 7 + w))
+                sizes.append((H, W))
+                refs.append(cv2.resize(img[0, 5:5 + h, 7:7 + w], (W, H), interpolation=cv2.INTER_LINEAR).reshape(H, W, 3))
+        out = resize_patches(torch.from_numpy(img), torch.zeros(len(boxes), dtype=torch.int64), np.array(boxes),
+                             np.array(sizes), 48 if axis == 0 else 3, 3 if axis == 0 else 48).numpy()
+        for o, (H, W), ref in zip(out, sizes, refs):
+            np.testing.assert_array_equal(o[:H, :W], ref)
+
+
+def _paste_plans(box=(10, 40, 12, 42), mode=None, n=1):
+    from nsa_fast.sampler import PASTE, Plan, Stats
+
+    mode = PASTE if mode is None else mode
+    return [Plan(src_box=np.array([box], np.int32), dst_box=np.array([box], np.int32),
+                 mode=np.array([mode], np.int8), factor=0.5, mask_value=255, stats=Stats(),
+                 half_draws=np.zeros((1, 2)), scale_draws=np.full(1, np.nan)) for _ in range(n)]
+
+
+def test_the_batched_executor_labels_with_the_label_tol_given():
+    from nsa_fast.labels import Label
+
+    dst = torch.full((2, 64, 64, 3), 100, dtype=torch.uint8)
+    src = torch.full((2, 64, 64, 3), 102, dtype=torch.uint8)  # a change of 2 grey levels
+    plans = _paste_plans(n=2)
+    out = BatchedExecutor()(dst, src, plans, "binary", label_tol=1)
+    on = out.labels
+    assert (on.sum((1, 2)) == 30 * 30 - 4 * 3).all()
+    assert out.boxes.dtype == torch.int32 and out.boxes.shape == (2, 1, 4) and out.boxes[:, 0].tolist() == [[10, 40, 12, 42]] * 2  # one round
+    assert not BatchedExecutor()(dst, src, plans, "binary", label_tol=2).labels.any()
+    assert BatchedExecutor()(dst, src, plans, Label.of("binary", tol=2), label_tol=1).labels.sum() == on.sum()
+
+
+def test_the_batched_executor_refuses_each_bad_input_alone():
+    from nsa_fast.errors import InputError
+
+    ok = torch.zeros((2, 64, 64, 3), dtype=torch.uint8)
+    plans = _paste_plans(n=2)
+    bad = [(ok, torch.zeros((2, 64, 48, 3), dtype=torch.uint8), plans),   # shapes differ (both uint8, 4-D)
+           (ok.float(), ok.float(), plans),                                 # not uint8
+           (ok[0], ok[0], _paste_plans(n=64)),                              # 3-D, as many plans as rows
+           (ok, ok, plans[:1])]                                             # one plan for two images
+    for dst, src, ps in bad:
+        with pytest.raises(InputError, match="expected dst and src uint8"):
+            BatchedExecutor()(dst, src, ps, "binary")
+
+
+def test_the_batched_executor_calls_the_solver_and_disk_median_it_is_given():
+    from nsa_fast.blend.solvers import dst_solve
+    from nsa_fast.median import disk_median
+    from nsa_fast.sampler import NORMAL
+
+    calls = []
+
+    def solver(*a, **k):
+        calls.append("solver")
+        return dst_solve(*a, **k)
+
+    def median(x):
+        calls.append(("median", tuple(x.shape)))
+        return torch.from_numpy(np.stack([disk_median(m, 5) for m in x.numpy()]))
+
+    rng = np.random.default_rng(4)
+    dst = torch.from_numpy(rng.integers(0, 256, (2, 64, 64, 3)).astype(np.uint8))
+    src = torch.from_numpy(rng.integers(0, 256, (2, 64, 64, 3)).astype(np.uint8))
+    plans = _paste_plans((8, 48, 20, 36), NORMAL, n=2)  # a tall Poisson patch: 40 rows, 16 columns
+    out = BatchedExecutor(solver, median)(dst, src, plans, "logistic")
+    assert "solver" in calls and calls[-1] == ("median", (2, 64, 64))
+    default = BatchedExecutor()(dst, src, plans, "logistic")
+    assert torch.equal(out.images, default.images) and torch.equal(out.labels, default.labels)
+    for i in range(2):  # the whole 40 x 16 clone region, as OpenCV clones it
+        ref = execute_plan(dst[i].numpy(), src[i].numpy(), plans[i], "logistic")
+        assert np.abs(out.images[i].numpy().astype(int) - ref.image).max() <= 1
+        assert (out.labels[i].numpy() == ref.label).mean() > 0.999
+
+
+def test_the_public_helpers_take_host_boxes_for_device_images():
+    """resize_patches and place copy host boxes and sizes to the images' device (tests/fake_device.py
+    refuses host data mixed into device ops), and the default disk median returns to that device."""
+    from fake_device import DEVICE, FakeDevice, host_data
+    from nsa_fast.blend.batched import place
+
+    rng = np.random.default_rng(5)
+    img = rng.integers(0, 256, (2, 32, 32, 3)).astype(np.uint8)
+    boxes, sizes = np.array([[0, 10, 2, 14], [5, 25, 5, 9]]), np.array([[12, 8], [6, 6]])
+    want = resize_patches(torch.from_numpy(img), torch.tensor([0, 1]), boxes, sizes, 12, 8)
+    canvas_want, mask_want = place(want, np.array([[3, 15, 4, 12], [20, 26, 0, 6]]), 32, 32)
+    dst = torch.from_numpy(img)
+    plans = _paste_plans((4, 20, 6, 30), n=2)
+    lab_want = BatchedExecutor()(dst, dst.flip(0), plans, "logistic").labels
+    with FakeDevice():
+        dev_img = torch.from_numpy(img).to(DEVICE)
+        got = resize_patches(dev_img, torch.tensor([0, 1]).to(DEVICE), boxes, sizes, 12, 8)
+        canvas, mask = place(got, np.array([[3, 15, 4, 12], [20, 26, 0, 6]]), 32, 32)
+        labels = BatchedExecutor()(dev_img, dev_img.flip(0), plans, "logistic").labels
+        assert got.device == canvas.device == mask.device == labels.device == DEVICE
+    assert torch.equal(host_data(got), want) and torch.equal(host_data(canvas), canvas_want)
+    assert torch.equal(host_data(mask), mask_want) and torch.equal(host_data(labels), lab_want)

@@ -58,3 +58,52 @@ def test_seamless_clone_takes_the_sampler_codes_and_keeps_grey_images_grey(chann
         want = cv2.seamlessClone(pad(patch), pad(dst), mask.copy(), (30, 30), flag)[..., :channels]
         assert np.array_equal(out, want)
     assert ops.CV_FLAGS == {2: cv2.NORMAL_CLONE, 3: cv2.MIXED_CLONE}
+
+
+# -- added by mutation testing (docs/mutation-batch2.md) ------------------------------------
+
+def test_interpolate_returns_bytes_computed_in_float64():
+    """The authors' operation order in float64, floored to uint8: numpy with the float64 factor map
+    the OpenCV executor passes, torch also with a float32 one (the batch's tensors go to float64)."""
+    rng = np.random.default_rng(2)
+    before = rng.integers(0, 256, (4, 64, 64, 3)).astype(np.uint8)
+    patch = rng.integers(0, 256, (4, 64, 64, 3)).astype(np.uint8)
+    fm = rng.uniform(0.05, 0.95, (4, 64, 64, 1)).astype(np.float32)
+    f64, b64 = fm.astype(np.float64), before.astype(np.float64)
+    want = np.floor(b64 - f64 * b64 + f64 * patch).astype(np.uint8)
+    got = ops.interpolate(before, patch, f64)
+    assert got.dtype == np.uint8 and np.array_equal(got, want)
+    for f in (fm, f64):
+        t = ops.interpolate(torch.from_numpy(before), torch.from_numpy(patch), torch.from_numpy(f))
+        assert t.dtype == torch.uint8 and np.array_equal(t.numpy(), want)
+
+
+def test_grey_seamless_clone_uses_the_mask_it_is_given():
+    """A disc mask, not a rectangle: channel 0 of OpenCV's clone of the zero-padded images with
+    that very mask (the authors' grayscale rule), and the caller's mask is left as it was."""
+    import cv2
+
+    rng = np.random.default_rng(3)
+    dst = rng.integers(0, 256, (64, 64, 1)).astype(np.uint8)
+    patch = rng.integers(0, 256, (24, 24, 1)).astype(np.uint8)
+    yy, xx = np.mgrid[:24, :24]
+    mask = (((yy - 11.5) ** 2 + (xx - 11.5) ** 2) < 8 ** 2).astype(np.uint8) * 255
+    keep = mask.copy()
+    pad = lambda a: np.concatenate([a, np.zeros_like(a), np.zeros_like(a)], axis=2)  # noqa: E731
+    for code, flag in ops.CV_FLAGS.items():
+        want = cv2.seamlessClone(pad(patch), pad(dst), mask.copy(), (32, 32), flag)[..., :1]
+        assert np.array_equal(ops.seamless_clone(patch, dst, mask, (32, 32), code), want)
+        assert np.array_equal(mask, keep)
+
+
+def test_poisson_mask_is_uint8_on_the_device_of_its_sizes():
+    from fake_device import DEVICE, FakeDevice, host_data
+
+    hw, value = np.array([[5, 7], [3, 3]]), np.array([255, 9])
+    want = ops.poisson_mask(hw, value, 6, 8)
+    got = ops.poisson_mask(torch.from_numpy(hw), torch.from_numpy(value), 6, 8)  # int64 values
+    assert got.dtype == torch.uint8 and np.array_equal(got.numpy(), want)
+    with FakeDevice():
+        dev = ops.poisson_mask(torch.from_numpy(hw).to(DEVICE), torch.from_numpy(value).to(DEVICE), 6, 8)
+        assert dev.device == DEVICE and dev.dtype == torch.uint8
+    assert np.array_equal(host_data(dev).numpy(), want)

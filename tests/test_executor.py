@@ -157,3 +157,36 @@ def test_sample_rng_streams_differ_by_epoch_and_index():
     assert np.array_equal(a, sample_rng(1, 0, 5).random(4))
     assert not np.array_equal(a, sample_rng(1, 1, 5).random(4))
     assert not np.array_equal(a, sample_rng(1, 0, 6).random(4))
+
+
+# -- added by mutation testing (docs/mutation-batch2.md) ------------------------------------
+
+def _one_paste(box=(10, 40, 12, 42)):
+    from nsa_fast.sampler import PASTE, Plan, Stats
+
+    return Plan(src_box=np.array([box], np.int32), dst_box=np.array([box], np.int32),
+                mode=np.array([PASTE], np.int8), factor=0.5, mask_value=255, stats=Stats(),
+                half_draws=np.zeros((1, 2)), scale_draws=np.full(1, np.nan))
+
+
+def test_the_executor_labels_with_the_label_tol_given():
+    """A pasted patch 2 grey levels brighter: a change above tol 1, not above tol 2 (strictly)."""
+    dst = np.full((64, 64, 3), 100, np.uint8)
+    src = np.full((64, 64, 3), 102, np.uint8)
+    plan = _one_paste()
+    on = execute_plan(dst, src, plan, "binary", label_tol=1).label
+    assert on.sum() == 30 * 30 - 4 * 3 and on[25, 25] == 1
+    assert not execute_plan(dst, src, plan, "binary", label_tol=2).label.any()
+    from nsa_fast.labels import Label
+
+    assert not execute_plan(dst, src, plan, Label.of("binary", tol=2)).label.any()
+    assert execute_plan(dst, src, plan, Label.of("binary", tol=2), label_tol=1).label.sum() == on.sum()
+
+
+@pytest.mark.parametrize("which", ["source", "destination"])
+def test_a_misshapen_object_mask_is_refused_by_name(which):
+    dst = np.full((64, 64, 3), 100, np.uint8)
+    good, bad = np.ones((64, 64), bool), np.ones((32, 64), bool)
+    kw = {"src_obj": bad, "dst_obj": good} if which == "source" else {"src_obj": good, "dst_obj": bad}
+    with pytest.raises(InputError, match=rf"^{which} object mask: expected shape \(64, 64\)"):
+        execute_plan(dst, dst.copy(), _one_paste(), "binary", **kw)

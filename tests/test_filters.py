@@ -29,3 +29,19 @@ def test_object_mask_equals_float_mean_formula(background, channels):
     b, t = background
     expected = cv2.medianBlur((np.abs(img.mean(axis=-1) - b) > t).astype(np.uint8), 7).astype(bool)
     np.testing.assert_array_equal(object_mask(img, background), expected)
+
+
+# -- added by mutation testing (docs/mutation-batch2.md) ------------------------------------
+
+@pytest.mark.parametrize("ksize", [17, 23, 25])
+def test_binary_median_equals_opencv_for_windows_of_more_than_255_pixels(ksize):
+    """From 17 x 17 on, a window counts past 255: the count must not saturate at uint8."""
+    rng = np.random.default_rng(ksize)
+    m = (rng.random((80, 90)) < 0.5).astype(np.uint8)
+    m[20:60, 20:70] = 1
+    want = cv2.medianBlur(m, ksize)
+    assert want.any() and not want.all()
+    np.testing.assert_array_equal(binary_median(m, ksize), want)
+    import torch
+
+    np.testing.assert_array_equal(binary_median(torch.from_numpy(m[None]), ksize)[0].numpy(), want.astype(bool))

@@ -183,3 +183,192 @@ def test_every_label_type_survives_a_spawned_dataloader_worker(name):
     again = pickle.loads(pickle.dumps(ds))
     assert again.label.kind is get_label_type(name) and again.label == ds.label
     assert np.array_equal(again[(0, 1)]["label"], ds[(0, 1)]["label"])
+
+
+# -- added by mutation testing (docs/mutation-batch2.md) ------------------------------------
+
+def test_sigmoid_heads_activate_with_the_sigmoid():
+    logits = torch.tensor([[-3.0, -0.5, 0.0, 2.0]])
+    for name in ("binary", "continuous", "logistic"):
+        assert torch.equal(get_label_type(name).activate(logits), torch.sigmoid(logits))
+
+
+def test_register_refuses_an_unknown_head_by_name(monkeypatch):
+    monkeypatch.setattr(labels, "LABEL_TYPES", dict(LABEL_TYPES))
+    with pytest.raises(ValueError, match="head must be 'sigmoid' or 'relu', got 'tanh'"):
+        labels.register(LabelType("t", labels._binary, labels._binary_reference, head="tanh"))
+    assert "t" not in labels.label_names()
+
+
+@pytest.mark.parametrize("uses_intensity", [False, True])
+def test_register_probes_finish_with_what_the_executors_pass(monkeypatch, uses_intensity):
+    """finish(xp, B, I, f, label): numpy, 0/1 float maps, I None unless the type uses it, a factor
+    the sampler can draw (U(0.05, 0.95)) and the type's Label (docs/reference.md section 1)."""
+    monkeypatch.setattr(labels, "LABEL_TYPES", dict(LABEL_TYPES))
+    seen = []
+
+    def finish(xp, b, i, f, lab):
+        seen.append((xp, b, i, f, lab))
+        return b * f
+
+    kind = labels.register(LabelType("probe", finish, labels._binary_reference, uses_intensity=uses_intensity))
+    (xp, b, i, f, lab), = seen
+    assert xp is np and isinstance(b, np.ndarray) and b.ndim == 2 and not b.any()
+    assert (i is None) != uses_intensity
+    if uses_intensity:
+        assert isinstance(i, np.ndarray) and i.shape == b.shape and not i.any()
+    assert 0.05 <= f <= 0.95
+    assert isinstance(lab, Label) and lab.kind is kind
+
+
+def test_the_papers_label_types_register_again_under_new_names(monkeypatch):
+    """register runs each built-in finish on its zero probe (logistic reads xp.exp, k and y0; continuous
+    the factor): the four pass the 'zero away from the patches' check."""
+    monkeypatch.setattr(labels, "LABEL_TYPES", dict(LABEL_TYPES))
+    for name, kind in list(LABEL_TYPES.items()):
+        labels.register(LabelType(name + "2", kind.finish, kind.reference, uses_intensity=kind.uses_intensity,
+                                  head=kind.head))
+    assert {"binary2", "continuous2", "intensity2", "logistic2"} <= set(labels.label_names())
+
+
+@pytest.mark.parametrize("mode", sorted(LABEL_TYPES))
+def test_regions_one_pixel_thin_are_removed_by_the_median(mode):
+    """A region one row high or one column wide: the 5x5 median switches none of it on (at most 5 of
+    25 pixels are set), so the label is 0 everywhere, as in the authors' formula."""
+    orig = blank()
+    res = orig.copy()
+    res[:, :] = 200
+    row = np.zeros((64, 64), bool)
+    row[30, 10:50] = True
+    col = np.zeros((64, 64), bool)
+    col[10:50, 30] = True
+    for region in (row, col):
+        lab = make_label(res, orig, region, mode)
+        assert lab.dtype == np.float32 and not lab.any()
+        np.testing.assert_array_equal(lab, reference_label(res, orig, region, mode))
+
+
+@pytest.mark.parametrize("mode", sorted(LABEL_TYPES))
+def test_the_reference_labels_are_float32(mode):
+    orig = blank()
+    res = orig.copy()
+    res[10:40, 10:40] = 180
+    assert reference_label(res, orig, np.ones((64, 64), bool), mode).dtype == np.float32
+
+
+def test_a_refused_label_type_is_told_why(monkeypatch):
+    monkeypatch.setattr(labels, "LABEL_TYPES", dict(LABEL_TYPES))
+    with pytest.raises(ValueError, match="'everywhere' is not 0 where .* labels are computed near the patches only"):
+        labels.register(LabelType("everywhere", lambda xp, b, i, f, lab: b + 1, lambda on, d, f, lab: on + 1))
+
+
+def test_reference_label_takes_factor_1_and_the_tol_given():
+    orig = blank()
+    res = orig.copy()
+    res[10:40, 10:40] += np.array([2, 2, 2], np.uint8)  # mean change 2: above tol 1, not above tol 2
+    res[20:30, 20:30] += np.array([3, 3, 3], np.uint8)  # mean change 5 in the middle
+    region = np.ones((64, 64), bool)
+    # f defaults to 1: continuous is then the binary map
+    np.testing.assert_array_equal(reference_label(res, orig, region, "continuous"),
+                                  reference_label(res, orig, region, "binary"))
+    np.testing.assert_array_equal(make_label(res, orig, region, "continuous"), make_label(res, orig, region, "binary"))
+    for tol in (1, 2, 5):
+        ref = reference_label(res, orig, region, "binary", tol=tol)
+        np.testing.assert_array_equal(ref, make_label(res, orig, region, "binary", tol=tol))
+        want = median_filter((np.abs(res.astype(int) - orig).mean(-1) > tol).astype(np.uint8), 5, mode="nearest")
+        np.testing.assert_array_equal(ref, want)
+    assert reference_label(res, orig, region, "binary", tol=2).sum() == 100 - 4 * 3
+    assert not reference_label(res, orig, region, "binary", tol=5).any()
+
+
+@pytest.mark.parametrize("uses_intensity", [False, True])
+def test_the_reference_gets_d_only_for_types_that_use_intensity(monkeypatch, uses_intensity):
+    monkeypatch.setattr(labels, "LABEL_TYPES", dict(LABEL_TYPES))
+    seen = []
+    labels.register(LabelType("probe", labels._binary, lambda on, d, f, lab: seen.append(d) or on.astype(np.float32),
+                              uses_intensity=uses_intensity))
+    orig = blank()
+    res = orig.copy()
+    res[10:40, 10:40] = 180
+    reference_label(res, orig, np.ones((64, 64), bool), "probe")
+    (d,), = [seen]
+    if uses_intensity:
+        assert d.shape == (64, 64) and d[25, 25] == 80.0
+    else:
+        assert d is None
+
+
+def test_windows_merge_exactly_while_one_window_costs_no_more_than_two():
+    """make_label's work windows (labels._merge): two boxes become their union when its area is at
+    most the sum of theirs, and stay apart otherwise; _grow clips a margin to the image."""
+    merge = labels._merge
+    assert merge([(0, 10, 0, 10), (0, 10, 10, 20)]) == [(0, 10, 0, 20)]              # 200 <= 200
+    assert merge([(0, 10, 0, 10), (0, 10, 11, 21)]) == [(0, 10, 0, 10), (0, 10, 11, 21)]  # 210 > 200
+    assert merge([(0, 10, 0, 10), (2, 8, 2, 8)]) == [(0, 10, 0, 10)]                  # inside: 100 <= 136
+    assert merge([(0, 10, 0, 10), (50, 60, 50, 60)]) == [(0, 10, 0, 10), (50, 60, 50, 60)]
+    assert merge([(0, 10, 0, 10), (50, 60, 50, 60), (0, 10, 10, 20), (10, 20, 0, 20)]) == \
+        [(0, 20, 0, 20), (50, 60, 50, 60)]
+    assert merge([(3, 9, 4, 7)]) == [(3, 9, 4, 7)] and merge([]) == []
+    assert labels._area((3, 9, 4, 7)) == 18
+    assert labels._grow((3, 60, 1, 20), 5, 64, 64) == (0, 64, 0, 25)
+    assert labels._grow((30, 40, 30, 40), 5, 64, 64) == (25, 45, 25, 45)
+
+
+def test_label_for_preset_takes_the_presets_parameters():
+    preset = get_preset("bottle").replace(logistic=(0.25, 10.0), label_tol=3)
+    lab = Label.for_preset("logistic", preset)
+    assert lab.kind is get_label_type("logistic") and lab.logistic == (0.25, 10.0) and lab.tol == 3
+
+
+@pytest.mark.parametrize("uses_intensity", [False, True])
+def test_label_batch_passes_the_documented_maps(monkeypatch, uses_intensity):
+    """label_batch: the disk median gets the int16 map dsum * B; finish gets B as float64 0/1 and I
+    None unless the type uses it (the contract of LabelType)."""
+    from nsa_fast.labels import label_batch
+    from nsa_fast.median import disk_median
+
+    monkeypatch.setattr(labels, "LABEL_TYPES", dict(LABEL_TYPES))
+    seen = {}
+
+    def finish(xp, b, i, f, lab):
+        seen.update(xp=xp, b=b, i=i)
+        return b * f
+
+    def median(x):
+        seen["median_in"] = x
+        return torch.from_numpy(np.stack([disk_median(m, 5) for m in x.numpy()]))
+
+    kind = labels.register(LabelType("probe", finish, labels._binary_reference, uses_intensity=uses_intensity))
+    orig = torch.full((2, 32, 32, 3), 100, dtype=torch.uint8)
+    res = orig.clone()
+    res[:, 5:25, 5:25] = 130   # change 30 per channel: dsum 90
+    region = torch.ones((2, 32, 32), dtype=torch.bool)
+    out = label_batch(res, orig, region, Label(kind), torch.tensor([0.5, 0.25]), median)
+    b = seen["b"]
+    assert seen["xp"] is torch and b.dtype == torch.float64 and set(b.unique().tolist()) == {0.0, 1.0}
+    assert out.dtype == torch.float32 and out[1, 15, 15] == 0.25
+    if uses_intensity:
+        x = seen["median_in"]
+        assert x.dtype == torch.int16 and torch.equal(x, (90 * b).to(torch.int16))
+        assert seen["i"][0, 15, 15] == 30.0
+    else:
+        assert seen["i"] is None and "median_in" not in seen
+
+
+@pytest.mark.parametrize("uses_intensity", [False, True])
+def test_make_label_passes_numpy_the_factor_and_the_label_to_finish(monkeypatch, uses_intensity):
+    monkeypatch.setattr(labels, "LABEL_TYPES", dict(LABEL_TYPES))
+    seen = []
+
+    def finish(xp, b, i, f, lab):
+        seen.append((xp, b.dtype, f, lab))
+        return b * f
+
+    kind = labels.register(LabelType("probe", finish, labels._binary_reference, uses_intensity=uses_intensity))
+    seen.clear()
+    orig = blank()
+    res = orig.copy()
+    res[10:40, 10:40] = 180
+    lab = make_label(res, orig, np.ones((64, 64), bool), "probe", factor=0.3)
+    assert seen and all(x is np and dt == np.float64 and f == 0.3 and la.kind is kind for x, dt, f, la in seen)
+    assert lab[25, 25] == np.float32(0.3)

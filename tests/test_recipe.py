@@ -57,3 +57,35 @@ def test_the_initial_weights_follow_the_seed():
                     torch.device("cpu"))[0].state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["encoder.0.weight"], c["encoder.0.weight"])
+
+
+# -- added by mutation testing (docs/mutation-batch2.md) ------------------------------------
+
+def test_the_optimizer_and_schedule_take_the_configured_rates():
+    cfg = TrainConfig(data="d", category="c", out="o", epochs=4, lr=3e-4, lr_min=2e-5)
+    model, opt, sched = build_model(cfg, get_preset("demo"), torch.device("cpu"))
+    lrs = []
+    for _ in range(4):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    cosine = [2e-5 + (3e-4 - 2e-5) * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(4)]
+    assert lrs == pytest.approx(cosine, rel=1e-9) and opt.param_groups[0]["lr"] == pytest.approx(2e-5, rel=1e-9)
+
+
+@pytest.mark.parametrize("label,head", [("binary", "sigmoid"), ("logistic", "sigmoid"), ("intensity", "relu")])
+def test_the_network_head_follows_the_label_type(label, head):
+    """Sigmoid for labels in [0, 1], ReLU for raw intensities (docs/reference.md section 4)."""
+    cfg = TrainConfig(data="d", category="c", out="o", label=label)
+    model = build_model(cfg, get_preset("demo"), torch.device("cpu"))[0]
+    assert model.head == head
+
+
+def test_the_network_is_placed_on_the_given_device_in_channels_last():
+    cfg = TrainConfig(data="d", category="c", out="o")
+    model, opt, _ = build_model(cfg, get_preset("demo"), torch.device("meta"))  # no data: any device will do
+    assert {p.device.type for p in model.parameters()} == {"meta"}
+    convs = [p for p in model.parameters() if p.dim() == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    model = build_model(cfg, get_preset("demo"), torch.device("cpu"))[0]
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in model.parameters() if p.dim() == 4)

@@ -239,3 +239,98 @@ def test_every_skip_reason_is_counted_where_it_happens():
     # most, so it is never counted
     c = _counts(plans(Preset("t", n_max=4), "fpi-poisson", shape=(128, 128), n=1000))
     assert c["outside_image"] == 0
+
+
+# -- added by mutation testing (docs/mutation-batch2.md) ------------------------------------
+
+def test_the_source_is_any_other_image_uniformly():
+    from nsa_fast.sampler import pick_source
+
+    rng = np.random.default_rng(0)
+    for n, index in ((5, 2), (5, 0), (5, 4), (2, 0), (2, 1)):
+        got = np.array([pick_source(rng, index, n, False) for _ in range(400 * (n - 1))])
+        others = [j for j in range(n) if j != index]
+        counts = np.bincount(got, minlength=n)
+        assert counts[index] == 0 and counts.sum() == len(got) and set(np.flatnonzero(counts)) == set(others)
+        if len(others) > 1:
+            assert st.chisquare(counts[others]).pvalue > 1e-3
+    # a single image, or a same-image task (CutPaste): the destination itself, no draw
+    assert pick_source(rng, 0, 1, False) == 0 and pick_source(rng, 3, 5, True) == 3
+    state = rng.bit_generator.state
+    pick_source(rng, 0, 1, False)
+    assert rng.bit_generator.state == state
+
+
+def _distinct_stats():
+    from nsa_fast.sampler import SKIP_REASONS, Stats
+
+    return Stats(samples=1, tried=2, accepted=3, rejected_source_tries=4, rejected_destination_tries=5,
+                 skipped={r: 10 + i for i, r in enumerate(SKIP_REASONS)}, empty_labels=20, label_retries=21)
+
+
+def test_stats_cross_as_arrays_field_by_field():
+    from nsa_fast.sampler import STATS_LEN, SKIP_REASONS, Stats
+
+    s = _distinct_stats()
+    a = s.to_array()
+    assert a.dtype == np.int64 and a.shape == (STATS_LEN,)
+    assert a.tolist() == [1, 2, 3, 4, 5, *range(10, 10 + len(SKIP_REASONS)), 20, 21]
+    assert Stats.from_array(a) == s
+    # a batch of them (leading axes) sums, as += does
+    total = Stats()
+    for _ in range(6):
+        total += s
+    assert Stats.from_array(np.stack([a] * 6).reshape(2, 3, STATS_LEN)) == total
+    # a Stats whose skipped dict names only some reasons: the others count 0
+    part = Stats(samples=1, skipped={"too_large": 2})
+    assert part.to_array().tolist() == [1, 0, 0, 0, 0] + [2 if r == "too_large" else 0 for r in SKIP_REASONS] + [0, 0]
+
+
+def test_the_summary_names_the_skip_reasons_that_occurred():
+    from nsa_fast.sampler import Stats
+
+    s = Stats(samples=3, tried=5, accepted=2, skipped={"too_large": 1, "small_mask": 2})
+    text = s.summary()
+    assert "patches tried 5, accepted 2, skipped 3 (too_large 1, small_mask 2)" in text
+    assert "skipped 0 (none)" in Stats(samples=1).summary()
+
+
+def test_stats_add_reasons_missing_on_the_left():
+    from nsa_fast.sampler import Stats
+
+    s = Stats(skipped={})
+    s += Stats(samples=2, skipped={"too_large": 3, "thin_mask": 1})
+    s += Stats(samples=1, skipped={"too_large": 2})
+    assert s.samples == 3 and s.skipped == {"too_large": 5, "thin_mask": 1}
+
+
+def test_draw_pair_draws_source_then_destination_then_source_transform():
+    """The documented order: source index, destination transform, then the source's own transform,
+    unless the source is the destination (CutPaste, or a single image), which shares it."""
+    from nsa_fast.sampler import draw_pair, pick_source
+    from nsa_fast.transforms import draw_augment
+
+    preset = get_preset("bottle")
+    for seed in range(20):
+        j, dst_aug, src_aug = draw_pair(np.random.default_rng(seed), 3, 8, (256, 256), preset, False)
+        rng = np.random.default_rng(seed)
+        assert j == pick_source(rng, 3, 8, False) != 3
+        assert dst_aug == draw_augment(preset, (256, 256), rng) and src_aug == draw_augment(preset, (256, 256), rng)
+        assert src_aug != dst_aug
+        j, dst_aug, src_aug = draw_pair(np.random.default_rng(seed), 3, 8, (256, 256), preset, True)
+        assert j == 3 and src_aug is dst_aug
+        j, dst_aug, src_aug = draw_pair(np.random.default_rng(seed), 0, 1, (256, 256), preset, False)
+        assert j == 0 and src_aug is dst_aug
+    assert draw_pair(np.random.default_rng(0), 3, 8, (256, 256), preset, True, augment=False) == (3, None, None)
+
+
+def test_plan_batch_fields_have_the_documented_dtypes_and_shapes_even_when_empty():
+    """int64 integer arrays, float32 factors; an empty batch has zero rows in every field."""
+    for ps in (plans(Preset("t"), n=4), []):
+        s = PlanBatch.stack(ps)
+        p = sum(x.n_patches for x in ps)
+        for name, shape in (("sample", (p,)), ("round", (p,)), ("src_box", (p, 4)), ("dst_box", (p, 4)),
+                            ("mode", (p,)), ("mask_value", (len(ps),)), ("n_patches", (len(ps),))):
+            a = getattr(s, name)
+            assert a.dtype == np.int64 and a.shape == shape, name
+        assert s.factor.dtype == np.float32 and s.factor.shape == (len(ps),)
