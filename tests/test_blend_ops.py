@@ -107,3 +107,31 @@ def test_poisson_mask_is_uint8_on_the_device_of_its_sizes():
         dev = ops.poisson_mask(torch.from_numpy(hw).to(DEVICE), torch.from_numpy(value).to(DEVICE), 6, 8)
         assert dev.device == DEVICE and dev.dtype == torch.uint8
     assert np.array_equal(host_data(dev).numpy(), want)
+
+
+def test_a_pointwise_operation_added_in_one_place_runs_through_both_executors(monkeypatch):
+    """A toy operation (the patch's pixels halved where the region is set), registered here only
+    under a new mode code: the OpenCV executor and the batched executor apply it alike."""
+    import dataclasses
+
+    from _support import objects_on_background
+    from nsa_fast.blend.batched import BatchedExecutor
+    from nsa_fast.blend.opencv import execute_plan
+    from nsa_fast.presets import get_preset
+    from nsa_fast.sampler import get_task, sample_plan
+
+    toy = 9
+    monkeypatch.setitem(ops.POINT_OPS, toy, lambda before, patch, region, factor: ops.paste(before, patch // 2, region))
+    preset = get_preset("carpet")
+    imgs = objects_on_background(8, size=224, seed=2)
+    dst, src = np.stack(imgs[:4]), np.stack(imgs[4:])
+    rng = np.random.default_rng(3)
+    plans = [sample_plan((224, 224), preset, get_task("nsa-swap"), rng) for _ in range(4)]
+    plans = [dataclasses.replace(p, mode=np.full(p.n_patches, toy, np.int8)) for p in plans]
+    assert sum(p.n_patches for p in plans) >= 4
+    ours = [execute_plan(dst[i], src[i], plans[i], "binary") for i in range(4)]
+    batch = BatchedExecutor()(torch.from_numpy(dst), torch.from_numpy(src), plans, "binary")
+    for i, p in enumerate(plans):
+        assert np.array_equal(batch.images[i].numpy(), ours[i].image)
+        y0, y1, x0, x1 = p.dst_box[-1]
+        assert ours[i].image[y0:y1, x0:x1].max() <= 127  # the last patch, halved, is on top

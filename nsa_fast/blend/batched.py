@@ -16,7 +16,7 @@ import torch
 
 from ..errors import InputError
 from ..labels import Label, label_batch
-from ..sampler import INTERPOLATE, PASTE, POISSON_MODES, Plan, PlanBatch
+from ..sampler import POISSON_MODES, Plan, PlanBatch
 from ..transfer import DevicePack, HostPack
 from . import ops
 from .poisson import CPU_BUCKETS, Layout, clone_on_device, layout_from_rois, split_layout
@@ -108,8 +108,7 @@ class _Round:
     sel: np.ndarray              # patch rows of this round
     poisson: np.ndarray          # positions within sel of the Poisson patches
     layouts: list[Layout]        # their clone layouts, in size buckets
-    paste: bool
-    interp: bool
+    point: tuple[int, ...]       # the pointwise operations (ops.POINT_OPS codes) that occur
 
 
 class BatchedExecutor:
@@ -176,8 +175,9 @@ class BatchedExecutor:
             pre = f"r{r}."
             pack.add(pre + "sel", sel)
             pack.add(pre + "samples", samples)
-            pack.add(pre + "paste", modes == PASTE)
-            pack.add(pre + "interp", modes == INTERPOLATE)
+            point = tuple(c for c in ops.POINT_OPS if (modes == c).any())
+            for c in point:
+                pack.add(f"{pre}op{c}", modes == c)
             pack.add(pre + "factor", pb.factor[samples].astype(np.float64))
             layouts = []
             if len(k):
@@ -188,8 +188,7 @@ class BatchedExecutor:
                 layouts = split_layout(_clone_layout(pb.dst_box[sel[k]], h, w, modes[k], dst_hw), buckets)
                 for j, lay in enumerate(layouts):
                     lay.add_to(pack, f"{pre}b{j}.")
-            rounds.append(_Round(sel, k, layouts, bool((modes == PASTE).any()),
-                                 bool((modes == INTERPOLATE).any())))
+            rounds.append(_Round(sel, k, layouts, point))
         return rounds
 
     def _blend_round(self, cur, region, patches, inside, dst_obj, packed: DevicePack, pre: str,
@@ -208,14 +207,11 @@ class BatchedExecutor:
                                     patches.shape[1], patches.shape[2])
             parts = [lay.on_device(packed, f"{pre}b{j}.") for j, lay in enumerate(rnd.layouts)]
             cur[si[kk]] = clone_on_device(patches[pi[kk]], cur[si[kk]], mask, parts, self.solver)
-        if rnd.paste:
-            paste = packed.get(pre + "paste", torch.bool)
-            cur[si] = ops.paste(cur[si], canvas, reg & paste[:, None, None])
-        if rnd.interp:
-            interp = packed.get(pre + "interp", torch.bool)
-            f = packed.get(pre + "factor", torch.float64)
-            mixed = ops.interpolate(cur[si], canvas, (f[:, None, None] * (reg & interp[:, None, None]))[..., None])
-            cur[si] = ops.paste(cur[si], mixed, interp[:, None, None] & boxmask)
+        if rnd.point:
+            f = packed.get(pre + "factor", torch.float64)[:, None, None]
+        for code in rnd.point:  # each sample has one patch a round: the operations touch disjoint rows
+            this = packed.get(f"{pre}op{code}", torch.bool)[:, None, None]
+            cur[si] = ops.paste(cur[si], ops.POINT_OPS[code](cur[si], canvas, reg, f), this & boxmask)
         region[si] = torch.where(boxmask, reg, region[si])  # a later patch overwrites
 
     def _disk_median(self, x: torch.Tensor) -> torch.Tensor:

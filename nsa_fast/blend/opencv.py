@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import check_mask, check_pair
 from ..labels import Label, make_label
 from ..objects import resized_object_mask
-from ..sampler import INTERPOLATE, PASTE, Plan
+from ..sampler import Plan
 from . import ops
 
 
@@ -55,10 +55,8 @@ def execute_plan(dst: np.ndarray, src: np.ndarray, plan: Plan, label: str | Labe
         inside = np.ones((h, w), bool)
         if src_obj is not None:
             inside = resized_object_mask(src_obj, sbox, h, w) | dst_obj[y0:y1, x0:x1]
-        if mode == PASTE:
-            out[y0:y1, x0:x1] = ops.paste(out[y0:y1, x0:x1], patch, inside)
-        elif mode == INTERPOLATE:
-            out[y0:y1, x0:x1] = ops.interpolate(out[y0:y1, x0:x1], patch, plan.factor * inside[..., None])
+        if mode in ops.POINT_OPS:
+            out[y0:y1, x0:x1] = ops.POINT_OPS[mode](out[y0:y1, x0:x1], patch, inside, plan.factor)
         else:
             mask = ops.poisson_mask(np.array([[h, w]]), np.array([plan.mask_value]), h, w)[0]
             center = tuple(int(v) for v in ops.clone_center(np.asarray(dbox)))

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..sampler import MIXED, NORMAL
+from ..sampler import INTERPOLATE, MIXED, NORMAL, PASTE
 
 CV_FLAGS = {NORMAL: cv2.NORMAL_CLONE, MIXED: cv2.MIXED_CLONE}  # mode code -> seamlessClone flag
 
@@ -34,6 +34,17 @@ def interpolate(before, patch, fm):
         return np.floor(b - fm * b + fm * patch).astype(np.uint8)
     b = before.to(torch.float64)
     return torch.floor(b - fm * b + fm * patch.to(torch.float64)).to(torch.uint8)
+
+
+# The operations that act pixel by pixel inside a patch's region, by the sampler's mode code: each
+# maps (before, patch, region, factor) to the new pixels, for numpy (one patch, factor a float) and
+# torch (a round of patches, factor (P, 1, 1)) alike, and both executors look them up here. Another
+# such operation is an entry here and its mode code in the sampler; the Poisson clone is the one
+# operation that is not pointwise (``seamless_clone`` here, ``blend.poisson`` for a batch).
+POINT_OPS = {
+    PASTE: lambda before, patch, region, factor: paste(before, patch, region),
+    INTERPOLATE: lambda before, patch, region, factor: interpolate(before, patch, (factor * region)[..., None]),
+}
 
 
 def clone_center(dst_box):
