@@ -225,3 +225,21 @@ def test_a_cuda_pipeline_without_cupy_says_so_before_the_first_batch(monkeypatch
     check_device_needs(torch.device("cuda", 0), Label.for_preset("binary", bottle), None)
     check_device_needs(torch.device("cpu"), Label.for_preset("logistic", bottle), None)
     check_device_needs(torch.device("cuda", 0), Label.for_preset("logistic", bottle), lambda x: x)
+
+
+def test_make_pipeline_passes_every_setting_through():
+    from nsa_fast.blend.solvers import SOLVERS
+    from nsa_fast.pipelines import make_pipeline
+
+    preset = get_preset("bottle")
+    imgs = np.stack(objects_on_background(5, size=256))
+    w = make_pipeline("workers", imgs, preset, "cutpaste", "binary", 7, 3, torch.device("cpu"), workers=2, rank=1,
+                      world=2)
+    assert (w.seed, w.batch_size, w.workers, w.rank, w.world) == (7, 3, 2, 1, 2)
+    assert (w.ds.task.name, w.ds.label_mode, w.ds.seed, w.ds.preset) == ("cutpaste", "binary", 7, preset)
+    d = make_pipeline("device", imgs, preset, "fpi", "continuous", 7, 3, torch.device("cpu"), solver="sor", rank=1,
+                      world=2)
+    assert (d.seed, d.batch_size, d.rank, d.world, d.task.name, d.label.name) == (7, 3, 1, 2, "fpi", "continuous")
+    assert d.executor.solver is SOLVERS["sor"] and d.preset is preset and d.label.logistic == preset.logistic
+    # rank 1 of 2 takes its own half of the epoch's shuffled order
+    assert [b.tolist() for b in d.batches(0)] == [b.tolist() for b in epoch_batches(5, 3, 7, 0, 1, 2)]
