@@ -190,7 +190,23 @@ class CpuPipeline(Pipeline):
             yield TrainBatch(item["image"], item["label"], Stats.from_array(item["stats"].numpy()))
 
 
-class BatchedPipeline(Pipeline):
+class _BlendsOnDevice(Pipeline):
+    """What the two batched pipelines share: the sampler's settings and the batched executor on
+    one device (with its index: the prefetch thread needs it)."""
+
+    def __init__(self, preset: Preset, task: str, label: str, seed: int, device: torch.device, solver, disk_median):
+        from .blend.batched import BatchedExecutor
+        from .blend.solvers import dst_solve
+
+        super().__init__()
+        self.device = with_index(device)
+        self.preset, self.task, self.seed = preset, get_task(task), seed
+        self.label = Label.for_preset(label, preset)
+        self.executor = BatchedExecutor(solver or dst_solve, disk_median)
+        check_device_needs(self.device, self.label, disk_median)
+
+
+class BatchedPipeline(_BlendsOnDevice):
     """The image cache, the augmentation and the blending on one device (``--gpu-blend`` on CUDA).
 
     The CPU only draws the plans. Per batch: one host-to-device copy of the transforms, one
@@ -201,18 +217,11 @@ class BatchedPipeline(Pipeline):
     def __init__(self, images: np.ndarray, preset: Preset, task: str, label: str, seed: int,
                  batch_size: int, device: torch.device, solver=None, disk_median=None,
                  rank: int = 0, world: int = 1):
-        from .blend.batched import BatchedExecutor
-        from .blend.solvers import dst_solve
-
-        super().__init__()
-        device = with_index(device)
+        super().__init__(preset, task, label, seed, device, solver, disk_median)
         # decoded once, kept on the device (a tensor already there is used as it is)
-        self.cache = images.to(device) if isinstance(images, torch.Tensor) else torch.from_numpy(images).to(device)
-        self.preset, self.task, self.seed = preset, get_task(task), seed
-        self.label = Label.for_preset(label, preset)
-        self.batch_size, self.device, self.rank, self.world = batch_size, device, rank, world
-        self.executor = BatchedExecutor(solver or dst_solve, disk_median)
-        check_device_needs(device, self.label, disk_median)
+        cache = images if isinstance(images, torch.Tensor) else torch.from_numpy(images)
+        self.cache = cache.to(self.device)
+        self.batch_size, self.rank, self.world = batch_size, rank, world
 
     def batches(self, epoch: int) -> list[np.ndarray]:
         return epoch_batches(len(self.cache), self.batch_size, self.seed, epoch, self.rank, self.world)
@@ -264,7 +273,7 @@ def synthesize_batch(executor, dst: torch.Tensor, src: torch.Tensor, rngs, prese
     return executor(dst, src, plans, label, src_obj=s_obj, dst_obj=d_obj, n_max=preset.n_max), stats
 
 
-class DaliPipeline(Pipeline):
+class DaliPipeline(_BlendsOnDevice):
     """Files read, decoded and augmented by DALI (for sets too large to cache), then blended by the
     batched executor on the same device, in a background thread as ``BatchedPipeline`` does.
 
@@ -277,22 +286,15 @@ class DaliPipeline(Pipeline):
     def __init__(self, files, preset: Preset, task: str, label: str, seed: int, batch_size: int,
                  device: torch.device, solver=None, disk_median=None, rank: int = 0, world: int = 1,
                  workers: int = 2):
-        from .blend.batched import BatchedExecutor
-        from .blend.solvers import dst_solve
         from .dali_loader import DaliTrainLoader
 
-        super().__init__()
-        device = with_index(device)
+        super().__init__(preset, task, label, seed, device, solver, disk_median)
+        device = self.device
         self.loader = DaliTrainLoader(files, preset, batch_size, seed,
                                       device="gpu" if device.type == "cuda" else "cpu",
                                       device_id=device.index if device.type == "cuda" else None,
                                       shard_id=rank, num_shards=world, num_threads=max(1, workers),
                                       return_indices=True)
-        self.preset, self.task, self.seed = preset, get_task(task), seed
-        self.label = Label.for_preset(label, preset)
-        self.device = device
-        self.executor = BatchedExecutor(solver or dst_solve, disk_median)
-        check_device_needs(device, self.label, disk_median)
 
     def batches(self, epoch: int) -> range:
         return range(len(self.loader))
