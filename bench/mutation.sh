@@ -74,7 +74,7 @@ fi
 
 toml_list() { local out="" x; for x in "$@"; do out+="\"$x\", "; done; echo "[${out%, }]"; }
 
-work=$(mktemp -d /tmp/nsa_mutation.XXXXXX)
+work=$(mktemp -d -t nsa_mutation.XXXXXX)  # under $TMPDIR (default /tmp)
 cleanup() { if [ "${KEEP:-0}" = 1 ]; then echo "kept: $work"; else rm -rf "$work"; fi; }
 trap cleanup EXIT
 
