@@ -249,8 +249,8 @@ class BatchedPipeline(_BlendsOnDevice):
         rot_d = pack_augment(pack, "dst.", indices, dst_aug, self.preset, shape)
         rot_s = pack_augment(pack, "src.", src_idx, src_aug, self.preset, shape)
         packed = pack.send(self.device)  # host -> device: the batch's transforms
-        dst = augment_on_device(self.cache, packed, "dst.", self.preset, rot_d)
-        src = augment_on_device(self.cache, packed, "src.", self.preset, rot_s)
+        dst = augment_on_device(self.cache, packed, "dst.", rot_d)
+        src = augment_on_device(self.cache, packed, "src.", rot_s)
         return (dst, *synthesize_batch(self.executor, dst, src, rngs, self.preset, self.task, self.label))
 
 
@@ -270,7 +270,7 @@ def synthesize_batch(executor, dst: torch.Tensor, src: torch.Tensor, rngs, prese
     stats = Stats()
     for plan in plans:
         stats += plan.stats
-    return executor(dst, src, plans, label, src_obj=s_obj, dst_obj=d_obj, n_max=preset.n_max), stats
+    return executor(dst, src, plans, label, src_obj=s_obj, dst_obj=d_obj), stats
 
 
 class DaliPipeline(_BlendsOnDevice):

@@ -120,8 +120,7 @@ def pack_augment(pack: HostPack, prefix: str, index, augs: list[Augment], preset
     return rotate
 
 
-def augment_on_device(images: torch.Tensor, packed: DevicePack, prefix: str, preset: Preset,
-                      rotate: bool) -> torch.Tensor:
+def augment_on_device(images: torch.Tensor, packed: DevicePack, prefix: str, rotate: bool) -> torch.Tensor:
     """The training transform of ``pack_augment`` applied to uint8 images (N, H, W, C) on their
     device: integer adds, shifts and one gather, the same source pixels as ``apply_augment``.
     Returns uint8 (B, crop, crop, C) there."""
@@ -142,4 +141,4 @@ def apply_augment_batch(images: torch.Tensor, index, augs: list[Augment], preset
     parameters reach the device in one copy."""
     pack = HostPack()
     rotate = pack_augment(pack, "", index, augs, preset, tuple(images.shape[1:3]))
-    return augment_on_device(images, pack.send(images.device), "", preset, rotate)
+    return augment_on_device(images, pack.send(images.device), "", rotate)
