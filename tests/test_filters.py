@@ -45,3 +45,13 @@ def test_binary_median_equals_opencv_for_windows_of_more_than_255_pixels(ksize):
     import torch
 
     np.testing.assert_array_equal(binary_median(torch.from_numpy(m[None]), ksize)[0].numpy(), want.astype(bool))
+
+
+def test_a_one_pixel_median_is_the_identity():
+    import torch
+
+    mask = (np.random.default_rng(0).random((2, 9, 11)) > 0.5).astype(np.uint8)
+    assert np.array_equal(binary_median(mask[0], 1), mask[0])
+    assert torch.equal(binary_median(torch.from_numpy(mask).bool(), 1), torch.from_numpy(mask).bool())
+    with pytest.raises(ValueError, match="positive odd number, got -1"):
+        binary_median(mask[0], -1)

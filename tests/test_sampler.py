@@ -334,3 +334,196 @@ def test_plan_batch_fields_have_the_documented_dtypes_and_shapes_even_when_empty
             a = getattr(s, name)
             assert a.dtype == np.int64 and a.shape == shape, name
         assert s.factor.dtype == np.float32 and s.factor.shape == (len(ps),)
+
+
+# -- exact rules, drawn from a scripted generator ------------------------------------------
+
+class Scripted:
+    """A stand-in numpy Generator that returns the draws it is given, in order, and records what
+    each draw was asked for (the sampler's ranges)."""
+
+    def __init__(self, uniform=(0.5,), integers=(), gamma=(), normal=()):
+        self.queues = {"uniform": list(uniform), "integers": list(integers), "gamma": list(gamma),
+                       "normal": list(normal)}
+        self.calls = []
+
+    def _next(self, name, args):
+        self.calls.append((name, tuple(int(a) if isinstance(a, (int, np.integer)) else a for a in args)))
+        return self.queues[name].pop(0)
+
+    def uniform(self, *a): return self._next("uniform", a)
+    def integers(self, *a): return self._next("integers", a)
+    def normal(self, *a): return self._next("normal", a)
+    def gamma(self, *a, size=None): return np.asarray(self._next("gamma", a), np.float64)
+
+
+def _half(half_px, side, preset):
+    """The Gamma draw that gives a half size of half_px pixels on a side of `side` pixels."""
+    return (half_px + 0.5) / side - preset.gamma[2]
+
+
+def test_centres_are_drawn_from_the_documented_ranges():
+    # source centre: [hb0, H - hb0) x [wb0, W - wb0); destination centre of an h x w patch:
+    # [h//2 + 1, H - h//2 - 1) x [w//2 + 1, W - w//2 - 1) (the reference's range)
+    preset = Preset("t", n_max=1, resize_bounds=(0.5, 2.0), resize_clip="paper")
+    H, W = 200, 240
+    rng = Scripted(gamma=[[_half(10, H, preset), _half(12, W, preset)]], integers=[100, 120, 90, 110],
+                   normal=[1.05])
+    p = sample_plan((H, W), preset, get_task("nsa"), rng)
+    h, w = 21, 25  # 20 x 24 resized by 1.05: odd sizes, where h // 2 and h / 2 differ
+    assert p.dst_box.tolist() == [[90 - 10, 90 + 11, 110 - 12, 110 + 13]]
+    assert [c for c in rng.calls if c[0] == "integers"] == [
+        ("integers", (6, H - 6)), ("integers", (7, W - 7)),  # hb0 = round(0.03 * 200), wb0 = round(0.03 * 240)
+        ("integers", (h // 2 + 1, H - h // 2 - 1)), ("integers", (w // 2 + 1, W - w // 2 - 1))]
+    assert rng.calls[0] == ("uniform", (0.05, 0.95)) and ("normal", (1.0, 0.5)) in rng.calls
+
+
+def _fpi(preset, H, W, patches, coins=()):
+    """A plan of fpi-poisson (no resize, no shift: the source box is the patch) from scripted
+    half sizes and centres; coins: the draws that decide further patches."""
+    gamma = [[_half(hh, H, preset), _half(hw, W, preset)] for hh, hw, _, _ in patches]
+    ints = []
+    for k, (_, _, cy, cx) in enumerate(patches):
+        if k:
+            ints.append(coins[k - 1] if coins else 1)
+        ints += [cy, cx]
+    return sample_plan((H, W), preset, get_task("fpi-poisson"), Scripted(gamma=gamma, integers=ints))
+
+
+def test_five_pixels_wide_is_enough_and_four_is_thin():
+    # half widths of 3 px at the left edge give 5 and 4 px wide boxes (clipped at 0);
+    # 20 and 40 px tall: (20 - 2)(5 - 2) = 54 and (40 - 2)(4 - 2) = 76 interior pixels, above
+    # the 50-pixel rule
+    preset = Preset("t", half_w=(0.01, 0.4), n_max=1)
+    p = _fpi(preset, 200, 200, [(10, 3, 100, 2)])
+    assert p.src_box.tolist() == [[90, 110, 0, 5]] and p.stats.skipped["thin_mask"] == 0
+    p = _fpi(preset, 200, 200, [(20, 3, 100, 1)])
+    assert p.n_patches == 0 and p.stats.skipped["thin_mask"] == 1
+
+
+@pytest.mark.parametrize("reason", ["small_mask", "thin_mask", "source_object"])
+def test_a_skipped_patch_does_not_end_the_sample(reason):
+    preset = Preset("t", half_w=(0.01, 0.4), n_max=2, max_tries=1, min_mask_pixels=200)
+    good = (10, 10, 100, 100)  # 20 x 20: 324 interior pixels
+    bad = {"small_mask": (7, 7, 50, 50), "thin_mask": (51, 3, 100, 1), "source_object": (10, 10, 30, 30)}[reason]
+    masks = {}
+    if reason == "source_object":
+        obj = np.ones((200, 200), bool)
+        obj[:60, :60] = False
+        masks = dict(src_obj=obj, dst_obj=obj)
+    gamma = [[_half(h, 200, preset), _half(w, 200, preset)] for h, w, _, _ in (bad, good)]
+    rng = Scripted(gamma=gamma, integers=[bad[2], bad[3], 1, good[2], good[3]])
+    p = sample_plan((200, 200), preset, get_task("fpi-poisson"), rng, **masks)
+    assert p.stats.tried == 2 and p.stats.skipped[reason] == 1
+    assert p.src_box.tolist() == [[90, 110, 90, 110]]
+
+
+def test_an_object_share_exactly_at_the_threshold_is_not_enough():
+    # "more than t_object": 280 of 400 pixels is exactly 0.7 and is refused; 281 is taken
+    preset = Preset("t", n_max=1, max_tries=1)
+    for n_object, taken in ((280, False), (281, True)):
+        obj = np.zeros((200, 200), bool)
+        obj[90:110, 90:110].flat[:n_object] = True
+        rng = Scripted(gamma=[[_half(10, 200, preset), _half(10, 200, preset)]], integers=[100, 100])
+        p = sample_plan((200, 200), preset, get_task("fpi-poisson"), rng, obj, obj)
+        assert p.n_patches == int(taken) and p.stats.skipped["source_object"] == int(not taken), n_object
+
+
+def test_an_overlap_exactly_at_the_threshold_is_not_enough():
+    # "more than t_overlap" of the resized source object must land on the destination's object
+    preset = Preset("t", n_max=1, max_tries=1)
+    src = np.ones((200, 200), bool)
+    for cols, taken in ((5, False), (6, True)):  # 5 of 20 columns: exactly 0.25
+        dst = np.zeros((200, 200), bool)
+        dst[:, 40:40 + cols] = True
+        rng = Scripted(gamma=[[_half(10, 200, preset), _half(10, 200, preset)]], integers=[100, 100, 60, 50],
+                       normal=[1.0])
+        p = sample_plan((200, 200), preset, get_task("nsa"), rng, src, dst)
+        assert p.n_patches == int(taken), cols
+        if taken:
+            assert p.dst_box.tolist() == [[50, 70, 40, 60]]
+        else:
+            assert p.stats.skipped["destination_object"] == 1 and p.stats.rejected_destination_tries == 1
+
+
+def test_a_source_without_enough_object_after_resizing_costs_every_destination_try():
+    # the reference redraws the destination max_tries times although no draw can succeed
+    from nsa_fast.sampler import Stats, _destination
+
+    preset = Preset("t", max_tries=7)
+    stats = Stats()
+    empty = np.zeros((200, 200), bool)
+    for _ in range(2):
+        assert _destination(20, 20, 200, 200, (90, 110, 90, 110), preset, Scripted(), empty, empty, stats) is None
+    assert stats.rejected_destination_tries == 14 and stats.skipped["destination_object"] == 2
+
+
+def test_object_mask_errors_name_the_mask():
+    rng = np.random.default_rng(0)
+    bottle, nsa, ok = get_preset("bottle"), TASKS["nsa"], np.ones((64, 64))
+    with pytest.raises(InputError, match=r"^source object mask: expected shape \(64, 64\)"):
+        sample_plan((64, 64), bottle, nsa, rng, np.ones((32, 32)), ok)
+    with pytest.raises(InputError, match=r"^destination object mask: expected shape \(64, 64\)"):
+        sample_plan((64, 64), bottle, nsa, rng, ok, np.ones((32, 32)))
+    with pytest.raises(InputError, match=r"^pass object masks for both source and destination, or for neither\.$"):
+        sample_plan((64, 64), bottle, nsa, rng, None, ok)
+
+
+@pytest.mark.parametrize("half_h, half_w, shape, too_small", [
+    ((0.03, 0.40), (0.03, 0.40), (200, 240), False),
+    ((0.002, 0.40), (0.03, 0.40), (200, 240), True),   # minimum half-height rounds to 0 px
+    ((0.03, 0.40), (0.002, 0.40), (200, 240), True),   # minimum half-width rounds to 0 px
+    ((0.49, 0.49), (0.03, 0.40), (2, 240), True),      # no room for a centre: H - hb0 <= hb0 (1 <= 1)
+    ((0.03, 0.40), (0.49, 0.49), (240, 2), True),
+    ((0.49, 0.49), (0.49, 0.49), (3, 3), False),       # hb0 = 1: one row and one column of centres
+    ((0.49, 0.49), (0.49, 0.49), (200, 240), False),
+])
+def test_images_too_small_for_the_preset_are_refused_by_each_rule(half_h, half_w, shape, too_small):
+    preset = Preset("t", half_h=half_h, half_w=half_w)
+    rng = np.random.default_rng(0)
+    if too_small:
+        with pytest.raises(InputError, match="too small for preset"):
+            sample_plan(shape, preset, TASKS["nsa"], rng)
+    else:
+        assert sample_plan(shape, preset, TASKS["nsa"], rng).stats.samples == 1
+
+
+def test_plan_fields_have_their_documented_types():
+    for task, mask_value in (("nsa", 255), ("fpi", 255), ("fpi-poisson", None)):
+        for p in plans(Preset("t"), task, n=20, seed=3):
+            assert p.stats.samples == 1
+            assert p.src_box.dtype == p.dst_box.dtype == np.int32 and p.mode.dtype == np.int8
+            assert p.half_draws.dtype == p.scale_draws.dtype == np.float64
+            assert p.mask_value == (mask_value or int(np.ceil(p.factor * 255)))
+
+
+def test_code_clip_keeps_the_aspect_inside_both_bounds():
+    # a tall thin patch: the width is raised to its minimum, and the height that keeps the
+    # aspect is then clipped again to the height bounds
+    from nsa_fast.sampler import _resized_size
+
+    code = Preset("t", resize_clip="code", resize_bounds=(0.5, 2.0))
+    assert _resized_size(100, 10, (10, 60), (20, 60), code, 1.0) == (60, 20)
+    paper = code.replace(resize_clip="paper")
+    # eq. (9): one scale s = max(lower bounds, min(drawn, upper bounds)); 1.2 lies inside
+    assert _resized_size(40, 30, (5, 60), (5, 60), paper, 1.2) == (48, 36)
+    assert _resized_size(40, 30, (5, 60), (5, 60), paper, 9.0) == (80, 60)  # drawn 2.0 (clipped), then 2*60/30
+
+
+def test_unknown_task_lists_the_known_ones():
+    from nsa_fast.errors import PresetError
+
+    with pytest.raises(PresetError, match=r"^unknown task 'cut'; known tasks are \['cutpaste', 'fpi', "
+                                          r"'fpi-poisson', 'nsa', 'nsa-swap'\]\.$"):
+        get_task("cut")
+
+
+def test_crop_offsets_range_over_the_image_when_there_is_no_centre_crop():
+    from nsa_fast.sampler import draw_pair
+
+    preset = Preset("t", image_size=300, center_crop=None, crop=256)
+    offsets = set()
+    for seed in range(200):
+        _, dst_aug, src_aug = draw_pair(np.random.default_rng(seed), 0, 5, (300, 300), preset, False)
+        offsets |= {dst_aug.y, src_aug.y, dst_aug.x, src_aug.x}
+    assert max(offsets) == 300 - 256 and min(offsets) == 0
