@@ -182,9 +182,10 @@ def _resized_size(h: int, w: int, hb: tuple[int, int], wb: tuple[int, int], pres
         new_w = int(np.clip(int(new_h / h * w), *wb))
         new_h = int(np.clip(int(new_w / w * h), *hb))
         return new_h, new_w
-    # The paper's eq. (9): full-size bounds, one scale for both sides.
+    # The paper's eq. (9): full-size bounds, one scale for both sides. s * h >= 2 hb[0] up to
+    # rounding and hb[0] >= 1 (sample_plan refuses less), so both sizes are at least 1.
     s = max(2 * wb[0] / w, 2 * hb[0] / h, min(scale, 2 * wb[1] / w, 2 * hb[1] / h))
-    return max(1, int(s * h)), max(1, int(s * w))
+    return int(s * h), int(s * w)
 
 
 def sample_plan(shape: tuple[int, int], preset: Preset, task: Task, rng: np.random.Generator,

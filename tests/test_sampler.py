@@ -418,6 +418,43 @@ def test_a_skipped_patch_does_not_end_the_sample(reason):
     assert p.src_box.tolist() == [[90, 110, 90, 110]]
 
 
+def test_a_patch_without_a_destination_does_not_end_the_sample():
+    # the first patch finds no destination object to overlap (left half), the second does
+    preset = Preset("t", n_max=2, max_tries=1)
+    src, dst = np.ones((200, 200), bool), np.zeros((200, 200), bool)
+    dst[:, 100:] = True
+    gamma = [[_half(10, 200, preset), _half(10, 200, preset)]] * 2
+    rng = Scripted(gamma=gamma, integers=[100, 100, 60, 50, 1, 100, 100, 60, 150], normal=[1.0, 1.0])
+    p = sample_plan((200, 200), preset, get_task("nsa"), rng, src, dst)
+    assert p.stats.tried == 2 and p.stats.skipped["destination_object"] == 1
+    assert p.dst_box.tolist() == [[50, 70, 140, 160]]
+
+
+def test_a_clone_region_past_the_image_is_skipped():
+    # a task that resizes in place (a custom one: the paper's tasks that resize also move the
+    # patch) can make the clone region end past the image: OpenCV would refuse it. An odd width
+    # is placed 1 px right by the reference's centre.
+    from nsa_fast.sampler import MIXED, Task
+
+    task = Task("resize-in-place", False, False, True, "mixed", False, "logistic")
+    preset = Preset("t", n_max=3, resize_clip="paper", resize_bounds=(0.5, 2.0))
+    g = [_half(10, 200, preset), _half(10, 200, preset)]
+
+    def plan(scales, centres):
+        ints = []
+        for k, cx in enumerate(centres):
+            ints += ([1] if k else []) + [100, cx]
+        ints += [0] * (preset.n_max - len(centres))  # no further patches
+        return sample_plan((200, 200), preset, task, Scripted(gamma=[g] * len(centres), integers=ints,
+                                                              normal=scales))
+    # x0 = 180, width 21 (20 x 1.05): 180 + 21 - 1 + 1 = 201 > 200; twice, then one that fits
+    p = plan([1.05, 1.05, 1.05], [190, 190, 100])
+    assert p.stats.skipped["outside_image"] == 2 and p.src_box.tolist() == [[90, 110, 90, 110]]
+    assert p.mode.tolist() == [MIXED]
+    # x0 = 179, width 22 (20 x 1.1): 179 + 22 - 1 = 200 ends at the border and is taken
+    assert plan([1.1], [189]).stats.skipped["outside_image"] == 0
+
+
 def test_an_object_share_exactly_at_the_threshold_is_not_enough():
     # "more than t_object": 280 of 400 pixels is exactly 0.7 and is refused; 281 is taken
     preset = Preset("t", n_max=1, max_tries=1)
