@@ -15,6 +15,16 @@ import pytest
 from nsa_fast.blend.kernels import KERNELS, kernel_source
 
 
+@pytest.fixture(autouse=True)
+def _fresh_load():
+    """Each test loads NVRTC itself (load() is cached per candidate list)."""
+    from nsa_fast.blend import nvrtc
+
+    nvrtc._load.cache_clear()
+    yield
+    nvrtc._load.cache_clear()
+
+
 def _nvrtc_or_fail():
     from nsa_fast.blend import nvrtc
 
@@ -49,8 +59,10 @@ def test_a_broken_kernel_fails_the_compile_check():
     from nsa_fast.blend import nvrtc
 
     _nvrtc_or_fail()
-    with pytest.raises(nvrtc.KernelCompileError, match="does not compile for sm_90"):
+    with pytest.raises(nvrtc.KernelCompileError, match="does not compile for sm_90") as err:
         nvrtc.compile_cubin('extern "C" __global__ void k(float* x) { x[0] = undefined_name; }', "bad.cu", "sm_90")
+    # NVRTC's log, whose lines carry the program's name
+    assert 'bad.cu(1): error: identifier "undefined_name" is undefined' in str(err.value)
 
 
 def test_an_architecture_nvrtc_lacks_is_refused_with_what_to_do():
@@ -61,7 +73,7 @@ def test_an_architecture_nvrtc_lacks_is_refused_with_what_to_do():
     with pytest.raises(nvrtc.UnsupportedArchError) as err:
         nvrtc.compile_cubin(kernel_source("poisson_iter.cu"), "poisson_iter.cu", "sm_35")
     msg = str(err.value)
-    assert "cannot compile for sm_35" in msg and nv.path in msg          # what arrived, and where
+    assert f"NVRTC {nv.version[0]}.{nv.version[1]} ({nv.path}) cannot compile for sm_35" in msg  # what, where
     assert f"targets {nv.arch_names()[0]}..{nv.arch_names()[-1]}" in msg  # what it can do
     assert "nvidia-cuda-nvrtc-cu12" in msg                                # what to do
 
@@ -149,3 +161,107 @@ def test_nvrtc_13_compiles_in_a_process_that_has_not_loaded_torch():
     run = subprocess.run([sys.executable, "-c", code], env={**os.environ, "NSA_FAST_NVRTC": paths[0]},
                          capture_output=True, text=True)
     assert run.returncode == 0 and int(run.stdout) > 0, run.stderr
+
+
+# -- stand-ins for the library: failures a real NVRTC rarely gives ----------------------------
+
+class _FakeLib:
+    """The NVRTC calls compile_cubin makes; ``fail`` names the one that returns an error code."""
+
+    def __init__(self, fail=None):
+        self.fail, self.calls = fail, []
+
+    def __getattr__(self, name):
+        def call(*args):
+            self.calls.append(name)
+            if name == "nvrtcGetErrorString":
+                return {7: b"NVRTC_ERROR_INTERNAL_ERROR"}.get(args[0], b"unknown code")
+            return 7 if name == self.fail else 0
+        return call
+
+
+def _fake_nvrtc(monkeypatch, archs=(75, 80, 90), fail=None):
+    from nsa_fast.blend import nvrtc
+
+    nv = nvrtc.Nvrtc(_FakeLib(fail), "/opt/fake/libnvrtc.so.13", (13, 2), archs)
+    monkeypatch.setattr(nvrtc, "load", lambda: nv)
+    return nv
+
+
+@pytest.mark.parametrize("fail", ["nvrtcCreateProgram", "nvrtcGetCUBINSize", "nvrtcGetCUBIN"])
+def test_a_failing_nvrtc_call_is_named_with_nvrtcs_reason(monkeypatch, fail):
+    from nsa_fast.blend import nvrtc
+
+    nv = _fake_nvrtc(monkeypatch, fail=fail)
+    with pytest.raises(nvrtc.KernelCompileError, match=rf"^k.cu \(sm_90\): {fail} failed: NVRTC_ERROR_INTERNAL_ERROR$"):
+        nvrtc.compile_cubin("src", "k.cu", "sm_90")
+    # a program once created is destroyed, whatever failed after
+    assert ("nvrtcDestroyProgram" in nv.lib.calls) == (fail != "nvrtcCreateProgram")
+
+
+@pytest.mark.parametrize("arch, hint", [("sm_70", "Pascal and older need CUDA 12's NVRTC"),
+                                        ("sm_61", "Pascal and older need CUDA 12's NVRTC"),
+                                        ("sm_72", "Pascal and older need CUDA 12's NVRTC"),
+                                        ("sm_100", "Use an NVRTC of a CUDA release that knows this architecture, "
+                                                   "or point NSA_FAST_NVRTC at one.")])
+def test_the_advice_for_a_missing_architecture_depends_on_its_age(monkeypatch, arch, hint):
+    from nsa_fast.blend import nvrtc
+
+    _fake_nvrtc(monkeypatch, archs=(75, 80, 90))
+    with pytest.raises(nvrtc.UnsupportedArchError) as err:
+        nvrtc.compile_cubin("src", "k.cu", arch)
+    assert str(err.value).startswith(f"k.cu: NVRTC 13.2 (/opt/fake/libnvrtc.so.13) cannot compile for {arch}; "
+                                     "it targets sm_75..sm_90. ")
+    assert str(err.value).endswith(hint if hint.endswith(".") else "libnvrtc.so.12.")
+    assert hint in str(err.value)
+
+
+def test_sm_75_itself_is_not_pascal(monkeypatch):
+    from nsa_fast.blend import nvrtc
+
+    _fake_nvrtc(monkeypatch, archs=(80, 90))
+    with pytest.raises(nvrtc.UnsupportedArchError, match="Use an NVRTC of a CUDA release"):
+        nvrtc.compile_cubin("src", "k.cu", "sm_75")
+
+
+def test_an_architecture_name_that_is_not_one_is_refused():
+    from nsa_fast.blend import nvrtc
+
+    with pytest.raises(nvrtc.KernelCompileError, match=r"^expected an architecture such as sm_61 or sm_90, "
+                                                       r"got 'gfx90a'\.$"):
+        nvrtc.arch_number("gfx90a")
+    assert [nvrtc.arch_number(a) for a in ("sm_61", "sm_90a", "compute_75")] == [61, 90, 75]
+
+
+def test_the_nvidia_package_path_counts_even_outside_sys_path(monkeypatch, tmp_path):
+    # a namespace portion of the nvidia package may live where no sys.path entry leads
+    import types
+
+    from nsa_fast.blend import nvrtc
+
+    outside, site = tmp_path / "outside" / "nvidia", tmp_path / "site"
+    outside.mkdir(parents=True)
+    (site / "nvidia").mkdir(parents=True)
+    fake = types.ModuleType("nvidia")
+    fake.__path__ = [str(outside)]
+    monkeypatch.setitem(sys.modules, "nvidia", fake)
+    # the site folder twice (duplicates are listed once) and one without an nvidia folder
+    monkeypatch.setattr(sys, "path", [str(site), str(site), str(tmp_path / "none")])
+    assert nvrtc._nvidia_dirs() == [str(outside), str(site / "nvidia")]
+    del fake.__path__  # a plain module: only the sys.path folders
+    assert nvrtc._nvidia_dirs() == [str(site / "nvidia")]
+
+
+def test_the_builtins_beside_a_library_path_are_loaded_first(monkeypatch, tmp_path):
+    from nsa_fast.blend import nvrtc
+
+    for name in ("libnvrtc.so.13", "libnvrtc-builtins.so.13.0", "libnvrtc-builtins.so.13.1", "other.so"):
+        (tmp_path / name).touch()
+    loaded = []
+    monkeypatch.setattr(nvrtc.ctypes, "CDLL", loaded.append)
+    nvrtc._preload_builtins(str(tmp_path / "libnvrtc.so.13"))
+    assert loaded == [str(tmp_path / "libnvrtc-builtins.so.13.0"), str(tmp_path / "libnvrtc-builtins.so.13.1")]
+    loaded.clear()
+    monkeypatch.chdir(tmp_path)
+    nvrtc._preload_builtins("libnvrtc.so.13")  # a soname: the loader searches, nothing to preload
+    assert loaded == []

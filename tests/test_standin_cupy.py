@@ -17,6 +17,7 @@ import torch
 
 from emulation.harness import require
 from nsa_fast.blend import cuda
+from nsa_fast.errors import NsaError
 from nsa_fast.blend.kernels import kernel_source
 from nsa_fast.blend.solvers import jacobi_solve, sor_solve
 from nsa_fast.median import disk_median
@@ -346,3 +347,154 @@ def test_batched_executor_on_the_kernels_equals_its_torch_twin(cp):
     assert kernels == {"sor_block", "median_disk"}
     assert [p.n_patches for p in plans] == [3, 2] and (twin.labels > 0.5).any()
     assert (twin.images != torch.from_numpy(dst)).any()
+
+
+# --- the launcher's own rules, one by one (docs/mutation-batch3.md) --------------------------
+
+
+@pytest.mark.parametrize("grid, block, shared, refused", [
+    ((1,), (1,), 0, None),
+    ((2**31 - 1, 65535, 65535), (1024,), 48 * 1024, None),     # every limit itself is allowed
+    ((1, 1, 1), (1, 16, 64), 0, None),
+    ((), (1,), 0, "must have 1 to 3 positive extents"),
+    ((1, 1, 1, 1), (1,), 0, "must have 1 to 3 positive extents"),
+    ((1,), (1, 1, 1, 1), 0, "must have 1 to 3 positive extents"),
+    ((1, 0), (1,), 0, "must have 1 to 3 positive extents"),
+    ((1,), (32, 0), 0, "must have 1 to 3 positive extents"),
+    ((1,), (1025,), 0, r"block \(1025,\) has 1025 threads; CUDA allows 1024 \(z at most 64\)\."),
+    ((1,), (33, 32), 0, "has 1056 threads"),
+    ((1,), (1, 1, 65), 0, "has 65 threads; CUDA allows 1024"),
+    ((2**31,), (1,), 0, r"grid \(2147483648,\) exceeds CUDA's limits \(x < 2\^31, y and z <= 65535\)\."),
+    ((1, 65536), (1,), 0, "exceeds CUDA's limits"),
+    ((1, 1, 65536), (1,), 0, "exceeds CUDA's limits"),
+    ((1,), (1,), 48 * 1024 + 1, r"^49153 bytes of dynamic shared memory; at most 49152 without an opt-in\.$"),
+    ((1,), (1,), -1, "bytes of dynamic shared memory"),
+])
+def test_check_launch_refuses_exactly_what_cuda_refuses(grid, block, shared, refused):
+    if refused is None:
+        cuda.check_launch(grid, block, shared)
+        cuda.check_launch(grid, block)
+    else:
+        with pytest.raises(cuda.KernelLaunchError, match=refused):
+            cuda.check_launch(grid, block, shared)
+
+
+def test_launch_checks_the_shared_memory_it_passes_and_passes_none_by_default():
+    calls = []
+    fn = lambda grid, block, args, shared_mem: calls.append((grid, block, args, shared_mem))  # noqa: E731
+    cuda._launch(fn, (2.0, 1), (32, 8, 1), ("a",))
+    assert calls == [((2, 1), (32, 8, 1), ("a",), 0)]
+    with pytest.raises(cuda.KernelLaunchError, match="49153 bytes"):
+        cuda._launch(fn, (1,), (1,), (), shared_mem=48 * 1024 + 1)
+    assert len(calls) == 1
+
+
+def test_grids_cover_sizes_one_past_a_block():
+    # 33 columns and 17 rows: one block and one more cell along each axis
+    assert cuda._stencil_grid(17, 33, 5) == ((2, 3, 5), (32, 8, 1))
+    assert cuda._stencil_grid(16, 32, 1) == ((1, 2, 1), (32, 8, 1))
+    assert cuda._plane_chunks(3, 40000) == [(0, 1), (1, 2), (2, 3)]  # an item never splits
+
+
+def test_stencil_and_median_grids_of_real_launches(cp):
+    cp.execute = False  # checked and logged, not run
+    rhs = torch.zeros(2, 3, 17, 33)
+    cuda.jacobi_solve_cuda(rhs, rhs, np.array([[17, 33], [5, 5]]), 2)
+    cuda.sor_solve_cuda(torch.zeros(2, 3, 97, 129), torch.zeros(2, 3, 97, 129), np.array([[97, 129], [5, 5]]), 1)
+    cuda.disk_median_cuda(torch.zeros(4, 17, 33, dtype=torch.int16))
+    assert [(r.kernel, r.grid, r.shared_mem) for r in cp.launches] == [
+        ("jacobi_sweep", (2, 3, 6), 0), ("jacobi_sweep", (2, 3, 6), 0),
+        ("sor_half_sweep", (5, 13, 6), 0), ("sor_half_sweep", (5, 13, 6), 0),
+        ("median_disk", (3, 2, 4), 0)]
+
+
+def test_a_plane_of_exactly_48_kib_runs_in_shared_memory(cp):
+    cp.execute = False
+    rhs = torch.zeros(1, 1, 96, 128)  # 96 * 128 * 4 = 49152 bytes
+    cuda.sor_solve_cuda(rhs, rhs, np.array([[96, 128]]), 3)
+    assert [(r.kernel, r.shared_mem) for r in cp.launches] == [("sor_block", 49152)]
+
+
+@pytest.mark.parametrize("iterations", [1, 2, 3, None])
+def test_every_sweep_count_and_the_default_equal_the_twins(cp, iterations):
+    rhs, guess, sizes = _problem(15, B=2, C=1, R=8, K=13)
+    for solver, twin in [(cuda.jacobi_solve_cuda, jacobi_solve), (cuda.sor_solve_cuda, sor_solve)]:
+        assert torch.equal(solver(rhs, guess, sizes, iterations), twin(rhs, guess, sizes, iterations)), solver
+
+
+def test_no_sweeps_compile_nothing(cp):
+    rhs, guess, sizes = _problem(16, B=1)
+    cuda.jacobi_solve_cuda(rhs, guess, sizes, 0)
+    cuda.sor_solve_cuda(rhs, guess, sizes, 0)
+    assert not cp.modules and not cuda._MODULES
+
+
+def test_a_device_without_an_index_compiles_and_launches_on_device_0(cp):
+    # the stand-in refuses a kernel launched on another device than its module's (as CUDA does)
+    rhs, guess, sizes = _problem(17, B=1, C=1, R=5, K=6)
+    cuda.jacobi_solve_cuda(rhs, guess, sizes, 1)  # CPU stand-in tensors: device index None
+    assert list(cuda._MODULES) == [(0, "poisson_iter.cu")] and cp.modules[0].device == 0
+    assert [r.device for r in cp.launches] == [0]
+
+
+def test_messages_of_the_guards(cp):
+    rhs, guess, sizes = _problem(18, B=2)
+    with pytest.raises(cuda.KernelLaunchError, match=r"^rhs and guess must be \(B, C, R, K\) of one shape, got "
+                                                     r"\(2, 2, 23\) and \(2, 2, 23\)\.$"):
+        cuda.jacobi_solve_cuda(rhs[..., 0], guess[..., 0], sizes, 1)
+    with pytest.raises(cuda.KernelLaunchError, match=r"got \(2, 2, 23, 31\) and \(2, 2, 23, 30\)\.$"):
+        cuda.sor_solve_cuda(rhs, guess[..., :30], sizes, 1)
+    with pytest.raises(cuda.KernelLaunchError, match=r"^sizes \[-1, 2\]\.\.\[23, 31\] lie outside the 23x31 planes"):
+        cuda.jacobi_solve_cuda(rhs, guess, np.array([[23, 2], [-1, 31]]), 1)
+    with pytest.raises(cuda.KernelLaunchError, match=r"^rhs: the kernel takes a contiguous torch.float32 array, "
+                                                     r"got torch.float64\.$"):
+        cuda.jacobi_solve_cuda(rhs.double(), guess, sizes, 1)
+    with pytest.raises(cuda.KernelLaunchError, match=r"^u: .* got torch.float64\.$"):
+        cuda.sor_solve_cuda(rhs, guess.double(), sizes, 1)
+    with pytest.raises(cuda.KernelLaunchError, match=r"^rhs: .* got torch.float64\.$"):
+        cuda.sor_solve_cuda(rhs.double(), guess, sizes, 1)
+    with pytest.raises(cuda.KernelLaunchError, match=r"^x: the kernel takes a contiguous torch.int16 array, "
+                                                     r"got torch.int32\.$"):
+        cuda.disk_median_cuda(torch.zeros(2, 5, 5, dtype=torch.int32))
+    with pytest.raises(cuda.KernelLaunchError, match=r"^expected \(P, H, W\) maps, got \(5, 5\)\.$"):
+        cuda.disk_median_cuda(torch.zeros(5, 5, dtype=torch.int16))
+    with pytest.raises(cuda.KernelLaunchError, match=r"^x: .* got torch.int16 \(not contiguous\)\.$"):
+        cuda._as_cupy(torch.zeros(4, 6, dtype=torch.int16)[:, ::2], torch.int16, "x")
+    assert not cp.launches
+
+
+class _OnGpu(torch.Tensor):
+    """A CPU tensor that calls itself a CUDA tensor (for the CUDA-tensor check alone)."""
+
+    @property
+    def is_cuda(self):
+        return True
+
+
+@pytest.mark.parametrize("which", ["rhs", "guess"])
+def test_the_solvers_refuse_a_tensor_off_the_gpu(which):
+    rhs, guess, sizes = _problem(19, B=1)
+    on_gpu = {"rhs": rhs.as_subclass(_OnGpu), "guess": guess.as_subclass(_OnGpu)}
+    on_gpu[which] = on_gpu[which].as_subclass(torch.Tensor)
+    for solver in (cuda.jacobi_solve_cuda, cuda.sor_solve_cuda):
+        with pytest.raises(NsaError, match=r"^the CUDA kernels take CUDA tensors, got one on cpu; use the torch "
+                                           r"solvers of nsa_fast\.blend\.solvers on the CPU\.$"):
+            solver(on_gpu["rhs"], on_gpu["guess"], sizes, 1)
+    with pytest.raises(NsaError, match="take CUDA tensors, got one on cpu"):
+        cuda.disk_median_cuda(torch.zeros(1, 5, 5, dtype=torch.int16))
+
+
+def test_without_cupy_the_message_names_both_wheels(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    with pytest.raises(NsaError, match=r"^the CUDA kernels need CuPy: pip install 'nsa_fast\[gpu\]' \(cupy-cuda12x, "
+                                       r"which still supports Pascal\), or cupy-cuda13x on a CUDA 13 machine "
+                                       r"\(Turing and newer\)\.$"):
+        cuda.cupy()
+
+
+def test_sor_beyond_shared_memory_splits_its_planes_too(cp, monkeypatch):
+    monkeypatch.setattr(cuda, "MAX_GRID_YZ", 4)
+    cp.execute = False
+    rhs = torch.zeros(5, 2, 32, 385)  # 49280 bytes a plane; 4 rows of blocks fit the cut grid
+    cuda.sor_solve_cuda(rhs, rhs, np.tile([[32, 385]], (5, 1)), 1)
+    assert [r.grid[2] for r in cp.launches] == [4, 4, 4, 4, 2, 2]  # two colours a chunk of 2, 2 and 1 items

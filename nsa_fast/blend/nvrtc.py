@@ -114,6 +114,28 @@ def _preload_builtins(path: str) -> None:
             ctypes.CDLL(builtins)
 
 
+_P, _INT, _SIZE, _STR = ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t, ctypes.c_char_p
+# The C signatures (nvrtc.h): ctypes then refuses a call with missing or mistyped arguments
+# instead of passing whatever lies in the registers.
+_SIGNATURES = {
+    "nvrtcVersion": [ctypes.POINTER(_INT), ctypes.POINTER(_INT)],
+    "nvrtcGetErrorString": [_INT],
+    "nvrtcCreateProgram": [ctypes.POINTER(_P), _STR, _STR, _INT, ctypes.POINTER(_STR), ctypes.POINTER(_STR)],
+    "nvrtcCompileProgram": [_P, _INT, ctypes.POINTER(_STR)],
+    "nvrtcGetProgramLogSize": [_P, ctypes.POINTER(_SIZE)],
+    "nvrtcGetProgramLog": [_P, _STR],
+    "nvrtcGetCUBINSize": [_P, ctypes.POINTER(_SIZE)],
+    "nvrtcGetCUBIN": [_P, _STR],
+    "nvrtcDestroyProgram": [ctypes.POINTER(_P)],
+}
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    for fn, args in _SIGNATURES.items():
+        getattr(lib, fn).argtypes = args
+    lib.nvrtcGetErrorString.restype = _STR
+
+
 @lru_cache(maxsize=None)
 def _load(candidates: tuple[str, ...]) -> Nvrtc:
     errors = []
@@ -121,7 +143,7 @@ def _load(candidates: tuple[str, ...]) -> Nvrtc:
         try:
             _preload_builtins(path)
             lib = ctypes.CDLL(path)
-            lib.nvrtcGetErrorString.restype = ctypes.c_char_p
+            _declare(lib)
             major, minor = ctypes.c_int(), ctypes.c_int()
             lib.nvrtcVersion(ctypes.byref(major), ctypes.byref(minor))
         except (OSError, AttributeError) as err:
