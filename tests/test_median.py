@@ -321,3 +321,10 @@ def test_bad_radius_message_names_its_type():
         disk_median(np.zeros((5, 5), np.uint16), 2.5)
     with pytest.raises(ValueError, match=r"got True of type bool$"):
         disk_median(np.zeros((5, 5), np.uint16), True)
+
+
+@pytest.mark.parametrize("shape", [(0, 7), (7, 0), (0, 0)])
+def test_empty_maps_come_back_empty_and_new(shape):
+    x = np.zeros(shape, np.uint8)
+    got = disk_median(x, 5)
+    assert got.shape == shape and got.dtype == np.uint8 and got is not x
