@@ -8,6 +8,8 @@
 # Arguments: modules (files) or packages (folders) under nsa_fast/. Environment:
 #   MUTMUT_TESTS   test files mutmut may pick from (default: tests/test_<module>.py of each
 #                  module that has one; nsa_fast/blend maps to test_poisson, test_solvers, test_batched)
+#   MUTMUT_NAMES   mutant-name globs to run (default: all of the modules), e.g. for the loss and
+#                  schedule of train.py: "nsa_fast.train.x_loss_fn*" "nsa_fast.train.x_build_model*"
 #   MAX_CHILDREN   parallel mutant runs (default 1: leaves the other cores alone)
 #   KEEP=1         keep the temporary copy (its mutants/ folder: mutmut results / show <name>)
 #   PYTHON         the interpreter whose environment has mutmut (default .venv/bin/python)
@@ -52,9 +54,19 @@ for m in "$@"; do
     base=$(basename "$m" .py)
     # a module's own test file, and the files that reach its other paths (torch twins, executors)
     case "$base" in
-        blend) cands="tests/test_poisson.py tests/test_solvers.py tests/test_batched.py tests/test_blend_ops.py tests/test_executor.py" ;;
+        blend) cands="tests/test_poisson.py tests/test_solvers.py tests/test_batched.py tests/test_blend_ops.py tests/test_executor.py
+                      tests/test_transfers.py tests/test_standin_cupy.py tests/test_nvrtc.py tests/test_kernels.py
+                      tests/test_kernel_sources.py tests/test_doctor.py" ;;
+        # the CUDA launcher, NVRTC and the kernel sources: through the stand-in CuPy and NVRTC
+        cuda|nvrtc|kernels|pick) cands="tests/test_standin_cupy.py tests/test_nvrtc.py tests/test_kernels.py
+                                        tests/test_kernel_sources.py tests/test_solvers.py tests/test_doctor.py" ;;
+        ops|batched|opencv) cands="tests/test_blend_ops.py tests/test_batched.py tests/test_executor.py
+                                   tests/test_transfers.py tests/test_labels.py" ;;
+        pipelines) cands="tests/test_pipelines.py tests/test_dali_loader.py tests/test_transfers.py tests/test_randomness.py" ;;
+        median|poisson) cands="tests/test_$base.py tests/test_batched.py tests/test_solvers.py" ;;
         # (not test_layout.py: it counts lines, and mutmut's copies of the modules are longer)
         filters|objects) cands="tests/test_$base.py tests/test_filters.py tests/test_batched.py" ;;
+        metrics|transforms) cands="tests/test_$base.py tests/test_batched.py" ;;
         labels) cands="tests/test_labels.py tests/test_batched.py" ;;
         sampler) cands="tests/test_sampler.py tests/test_randomness.py" ;;
         train) cands="tests/test_recipe.py" ;;
@@ -64,6 +76,8 @@ for m in "$@"; do
         [ -f "$repo/$t" ] && tests+=("$t")
     done
 done
+# each test file once, in the order first named
+mapfile -t tests < <(printf '%s\n' "${tests[@]}" | awk '!seen[$0]++')
 if [ -n "${MUTMUT_TESTS:-}" ]; then
     read -r -a tests <<< "$MUTMUT_TESTS"
 fi
@@ -100,7 +114,10 @@ cd "$work"
 # One thread per process: the workers are forked from a process that has imported torch.
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 start=$(date +%s)
-mutmut run --max-children "$MAX_CHILDREN" > mutmut-run.log 2>&1 || { tail -c 3000 mutmut-run.log; exit 1; }
+# MUTMUT_NAMES: mutant-name globs to run instead of all (e.g. "nsa_fast.train.x_loss_fn*"
+# "nsa_fast.train.x_build_model*": the loss and schedule of train.py); the others stay unrun.
+read -r -a names <<< "${MUTMUT_NAMES:-}"
+mutmut run --max-children "$MAX_CHILDREN" "${names[@]}" > mutmut-run.log 2>&1 || { tail -c 3000 mutmut-run.log; exit 1; }
 end=$(date +%s)
 mutmut results || true
 
@@ -115,7 +132,7 @@ print(f"\nwall time of mutmut run: {sys.argv[1]} s")
 print(f"{'module':32} {'mutants':>7} {'killed':>7} {'timeout':>7} {'crash':>5} {'survived':>8} {'no tests':>8} "
       f"{'other':>5} {'score':>6}")
 for meta in sorted(pathlib.Path("mutants").rglob("*.py.meta")):
-    codes = list(json.loads(meta.read_text())["exit_code_by_key"].values())
+    codes = [c for c in json.loads(meta.read_text())["exit_code_by_key"].values() if c is not None]  # None: not run
     if not codes:
         continue
     k, t, x, s, z = (sum(1 for c in codes if c in g) for g in (KILLED, TIMEOUT, CRASH, SURVIVED, NO_TESTS))

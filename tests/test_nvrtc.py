@@ -174,6 +174,8 @@ class _FakeLib:
     def __getattr__(self, name):
         def call(*args):
             self.calls.append(name)
+            if name == "nvrtcDestroyProgram":
+                assert args[0] is not None, "the program to destroy is passed by reference"
             if name == "nvrtcGetErrorString":
                 return {7: b"NVRTC_ERROR_INTERNAL_ERROR"}.get(args[0], b"unknown code")
             return 7 if name == self.fail else 0
@@ -265,3 +267,12 @@ def test_the_builtins_beside_a_library_path_are_loaded_first(monkeypatch, tmp_pa
     monkeypatch.chdir(tmp_path)
     nvrtc._preload_builtins("libnvrtc.so.13")  # a soname: the loader searches, nothing to preload
     assert loaded == []
+
+
+def test_the_library_refuses_calls_that_break_its_c_signatures():
+    nv = _nvrtc_or_fail()
+    assert nv.lib.nvrtcGetErrorString(0) == b"NVRTC_SUCCESS"  # bytes, not an address
+    with pytest.raises(TypeError):  # a missing argument is refused, not read from a register
+        nv.lib.nvrtcCreateProgram(ctypes.byref(ctypes.c_void_p()), b"src", b"k.cu", 0, None)
+    with pytest.raises(ctypes.ArgumentError):  # and so is one of the wrong type
+        nv.lib.nvrtcCompileProgram(ctypes.c_void_p(), "two", None)

@@ -8,6 +8,8 @@ the DST path equal on 99.993 % (OpenCV's float32 FFT puts values a hair either s
 integer, and truncation turns that into 1 grey level), SOR equal on 99.4-99.6 % (stopped at
 3n + 10 sweeps). The bounds below leave a margin over those figures.
 """
+import re
+
 import cv2
 import numpy as np
 import pytest
@@ -314,3 +316,113 @@ def test_the_given_solver_is_used():
     assert len(calls) == 1
     # the guess is the destination itself: nothing changes except by the clamp-and-truncate round trip
     np.testing.assert_array_equal(out.numpy(), cases["dst"])
+
+
+# -- OpenCV's placement and refusals, on the layout alone (docs/mutation-batch3.md) -------------
+
+def _layout(rois, centers, hw=(40, 50), modes=None):
+    from nsa_fast.blend.poisson import layout_from_rois
+
+    rois = np.asarray(rois, np.int64).reshape(-1, 4)
+    modes = [2] * len(rois) if modes is None else modes
+    return layout_from_rois(rois, np.asarray(centers, np.int64).reshape(-1, 2), hw, modes)
+
+
+def test_the_destination_roi_is_centred_as_opencv_does():
+    # (x, y) centre; top-left at (cx - w // 2, cy - h // 2); an empty item keeps a zero box
+    lay = _layout([[1, 6, 2, 9], [0, 0, 0, 0], [1, 4, 1, 4]], [[10, 20], [999, 999], [1, 1]])
+    assert lay.roi_dst.tolist() == [[18, 23, 7, 14], [0, 0, 0, 0], [0, 3, 0, 3]]
+    assert (lay.n_rows, lay.n_cols) == (5, 7) and lay.items.tolist() == [0, 1, 2]
+    assert lay.modes.tolist() == [2, 2, 2] and lay.modes.dtype == np.int64
+    small = _layout([[1, 4, 1, 4]], [[5, 5]])
+    assert (small.n_rows, small.n_cols) == (3, 3)
+    none = _layout(np.zeros((0, 4)), np.zeros((0, 2)), modes=[])
+    assert (none.n_rows, none.n_cols) == (3, 3) and none.roi_dst.shape == (0, 4)
+
+
+@pytest.mark.parametrize("roi", [[0, 1, 0, 9], [0, 2, 0, 9], [0, 9, 0, 2], [0, 2, 0, 2]])
+def test_regions_thinner_than_3_are_refused_by_name(roi):
+    h, w = roi[1] - roi[0], roi[3] - roi[2]
+    with pytest.raises(InputError, match=rf"^item 1: the mask's region is {h}x{w} pixels after its 1-pixel frame is "
+                                         r"zeroed; cv2\.seamlessClone needs at least 3x3 \(it fails on thinner masks\)\. "
+                                         r"Widen the mask\.$"):
+        _layout([[0, 3, 0, 3], roi], [[20, 20], [20, 20]])
+
+
+@pytest.mark.parametrize("center, fits", [
+    ((3, 2), True),      # top-left corner at (0, 0)
+    ((2, 2), False),     # one column left of the image
+    ((3, 1), False),     # one row above
+    ((46, 37), True),    # bottom-right corner at (39, 49)
+    ((47, 37), False),   # one column past the right edge only
+    ((46, 38), False),   # one row past the bottom only
+])
+def test_a_region_must_lie_inside_the_destination(center, fits):
+    roi = [[0, 5, 0, 7]]  # 5 x 7
+    if fits:
+        assert _layout(roi, [center]).roi_dst.tolist()[0][::2] == [center[1] - 2, center[0] - 3]
+        return
+    y0, x0 = center[1] - 2, center[0] - 3
+    with pytest.raises(InputError, match=re.escape(
+            f"item 0: the clone region (5x7 at rows {y0}..{y0 + 4}, columns {x0}..{x0 + 6}) does not fit in the "
+            "40x50 destination; cv2.seamlessClone refuses this too. Move the centre inwards or shrink the mask.")):
+        _layout(roi, [center])
+
+
+@pytest.mark.parametrize("mode", [cv2.NORMAL_CLONE, cv2.MIXED_CLONE])
+def test_regions_against_every_edge_in_a_batch_of_mixed_sizes_match_opencv(mode):
+    # full masks (their frame is nonzero in the tensor, zeroed by the rule) of four sizes in one
+    # padded batch, each region against two edges of its destination: the padded grid of the
+    # smaller items reaches past their region and past the image's last row and column
+    rng = np.random.default_rng(21)
+    sizes = [(24, 30), (14, 18), (18, 12), (10, 16)]
+    H = W = 64
+    src = np.zeros((4, 24, 30, 3), np.uint8)
+    mask = np.zeros((4, 24, 30), np.uint8)
+    dst = np.stack([cv2.GaussianBlur(rng.integers(0, 256, (H, W, 3)).astype(np.uint8), (0, 0), 2)
+                    for _ in sizes])
+    centers, refs = [], []
+    for i, (h, w) in enumerate(sizes):
+        src[i, :h, :w] = cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3)).astype(np.uint8), (0, 0), 1.5)
+        mask[i, :h, :w] = 255
+        hr, wr = h - 2, w - 2  # the region inside the zeroed frame
+        top, left = i in (0, 2), i in (0, 3)
+        cy = hr // 2 if top else H - hr + hr // 2
+        cx = wr // 2 if left else W - wr + wr // 2
+        centers.append((cx, cy))
+        refs.append(cv2.seamlessClone(src[i, :h, :w].copy(), dst[i].copy(), mask[i, :h, :w].copy(), (cx, cy), mode))
+    t = {k: torch.from_numpy(v) for k, v in (("src", src), ("dst", dst), ("mask", mask))}
+    out = seamless_clone_batch(t["src"], t["dst"], t["mask"], np.array(centers), mode, sizes=np.array(sizes)).numpy()
+    for i in range(4):
+        assert np.abs(out[i].astype(int) - refs[i]).max() <= 1, i
+        assert (out[i] != dst[i]).any()
+
+
+def test_split_layout_groups_items_of_similar_size_in_a_stable_order():
+    from nsa_fast.blend.poisson import split_layout
+
+    side = np.array([5, 3, 5, 3, 9, 5, 3, 9, 9, 5, 3, 5] * 5)  # 60 items, many equal sizes
+    rois = np.stack([np.ones_like(side), 1 + side, np.ones_like(side), 1 + side], 1)
+    lay = _layout(rois, np.tile([[20, 20]], (len(side), 1)))
+    parts = split_layout(lay, 3)
+    assert [len(p.items) for p in parts] == [20, 20, 20]
+    want = np.argsort(side, kind="stable")  # smallest first; equal sizes keep their order
+    assert np.concatenate([p.items for p in parts]).tolist() == want.tolist()
+    assert [(p.n_rows, p.n_cols) for p in parts] == [(3, 3), (5, 5), (9, 9)]
+    for p in parts:
+        assert np.array_equal(p.roi_dst, lay.roi_dst[p.items]) and np.array_equal(p.modes, lay.modes[p.items])
+    # one group, in the given order, when one is asked for or there is one item
+    assert [p.items.tolist() for p in split_layout(lay, 1)] == [list(range(60))]
+    assert [p.items.tolist() for p in split_layout(lay.select(np.array([7])), 4)] == [[7]]
+    assert len(split_layout(lay.select(np.array([0, 4])), 2)) == 2
+    assert split_layout(lay, 100)[0].items.tolist() == [want[0]]  # at most one group an item
+
+
+def test_a_selection_is_padded_to_its_own_largest_roi():
+    # ROIs away from the origin: the size is end - start, at least 3
+    lay = _layout([[10, 17, 20, 31], [2, 6, 3, 7], [5, 8, 6, 9]], [[25, 25]] * 3)
+    sub = lay.select(np.array([1, 2]))
+    assert (sub.n_rows, sub.n_cols) == (4, 4) and sub.items.tolist() == [1, 2]
+    assert (lay.select(np.array([2])).n_rows, lay.select(np.array([2])).n_cols) == (3, 3)
+    none = lay.select(np.array([], np.int64))
+    assert (none.n_rows, none.n_cols) == (3, 3) and len(none.items) == 0

@@ -402,10 +402,11 @@ def test_stencil_and_median_grids_of_real_launches(cp):
     cuda.jacobi_solve_cuda(rhs, rhs, np.array([[17, 33], [5, 5]]), 2)
     cuda.sor_solve_cuda(torch.zeros(2, 3, 97, 129), torch.zeros(2, 3, 97, 129), np.array([[97, 129], [5, 5]]), 1)
     cuda.disk_median_cuda(torch.zeros(4, 17, 33, dtype=torch.int16))
+    cuda.disk_median_cuda(torch.zeros(1, 16, 32, dtype=torch.int16))  # whole blocks: none extra
     assert [(r.kernel, r.grid, r.shared_mem) for r in cp.launches] == [
         ("jacobi_sweep", (2, 3, 6), 0), ("jacobi_sweep", (2, 3, 6), 0),
         ("sor_half_sweep", (5, 13, 6), 0), ("sor_half_sweep", (5, 13, 6), 0),
-        ("median_disk", (3, 2, 4), 0)]
+        ("median_disk", (3, 2, 4), 0), ("median_disk", (2, 1, 1), 0)]
 
 
 def test_a_plane_of_exactly_48_kib_runs_in_shared_memory(cp):
@@ -444,13 +445,14 @@ def test_messages_of_the_guards(cp):
         cuda.jacobi_solve_cuda(rhs[..., 0], guess[..., 0], sizes, 1)
     with pytest.raises(cuda.KernelLaunchError, match=r"got \(2, 2, 23, 31\) and \(2, 2, 23, 30\)\.$"):
         cuda.sor_solve_cuda(rhs, guess[..., :30], sizes, 1)
-    with pytest.raises(cuda.KernelLaunchError, match=r"^sizes \[-1, 2\]\.\.\[23, 31\] lie outside the 23x31 planes"):
-        cuda.jacobi_solve_cuda(rhs, guess, np.array([[23, 2], [-1, 31]]), 1)
+    with pytest.raises(cuda.KernelLaunchError, match=r"^sizes \[-1, 23\]\.\.\[2, 32\] lie outside the 23x31 planes"):
+        cuda.jacobi_solve_cuda(rhs, guess, np.array([[2, 23], [-1, 32]]), 1)  # per column: min, max
     with pytest.raises(cuda.KernelLaunchError, match=r"^rhs: the kernel takes a contiguous torch.float32 array, "
                                                      r"got torch.float64\.$"):
         cuda.jacobi_solve_cuda(rhs.double(), guess, sizes, 1)
-    with pytest.raises(cuda.KernelLaunchError, match=r"^u: .* got torch.float64\.$"):
-        cuda.sor_solve_cuda(rhs, guess.double(), sizes, 1)
+    for solver in (cuda.jacobi_solve_cuda, cuda.sor_solve_cuda):
+        with pytest.raises(cuda.KernelLaunchError, match=r"^u: .* got torch.float64\.$"):
+            solver(rhs, guess.double(), sizes, 1)
     with pytest.raises(cuda.KernelLaunchError, match=r"^rhs: .* got torch.float64\.$"):
         cuda.sor_solve_cuda(rhs.double(), guess, sizes, 1)
     with pytest.raises(cuda.KernelLaunchError, match=r"^x: the kernel takes a contiguous torch.int16 array, "
