@@ -372,15 +372,16 @@ def test_a_region_must_lie_inside_the_destination(center, fits):
 @pytest.mark.parametrize("mode", [cv2.NORMAL_CLONE, cv2.MIXED_CLONE])
 def test_regions_against_every_edge_in_a_batch_of_mixed_sizes_match_opencv(mode):
     # full masks (their frame is nonzero in the tensor, zeroed by the rule) of four sizes in one
-    # padded batch, each region against two edges of its destination: the padded grid of the
-    # smaller items reaches past their region and past the image's last row and column
+    # padded batch, each region against two edges of its destination. In one group (buckets=1,
+    # as on a GPU) the padded grid of the smaller items reaches past their region and past the
+    # image's last row and column; the CPU's size groups are checked too
     rng = np.random.default_rng(21)
     sizes = [(24, 30), (14, 18), (18, 12), (10, 16)]
     H = W = 64
     src = np.zeros((4, 24, 30, 3), np.uint8)
     mask = np.zeros((4, 24, 30), np.uint8)
-    dst = np.stack([cv2.GaussianBlur(rng.integers(0, 256, (H, W, 3)).astype(np.uint8), (0, 0), 2)
-                    for _ in sizes])
+    # unblurred noise: neighbouring rows and columns differ, so reading a boundary one pixel off shows
+    dst = rng.integers(0, 256, (4, H, W, 3)).astype(np.uint8)
     centers, refs = [], []
     for i, (h, w) in enumerate(sizes):
         src[i, :h, :w] = cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3)).astype(np.uint8), (0, 0), 1.5)
@@ -392,10 +393,12 @@ def test_regions_against_every_edge_in_a_batch_of_mixed_sizes_match_opencv(mode)
         centers.append((cx, cy))
         refs.append(cv2.seamlessClone(src[i, :h, :w].copy(), dst[i].copy(), mask[i, :h, :w].copy(), (cx, cy), mode))
     t = {k: torch.from_numpy(v) for k, v in (("src", src), ("dst", dst), ("mask", mask))}
-    out = seamless_clone_batch(t["src"], t["dst"], t["mask"], np.array(centers), mode, sizes=np.array(sizes)).numpy()
-    for i in range(4):
-        assert np.abs(out[i].astype(int) - refs[i]).max() <= 1, i
-        assert (out[i] != dst[i]).any()
+    for buckets in (1, None):
+        out = seamless_clone_batch(t["src"], t["dst"], t["mask"], np.array(centers), mode, sizes=np.array(sizes),
+                                   buckets=buckets).numpy()
+        for i in range(4):
+            assert np.abs(out[i].astype(int) - refs[i]).max() <= 1, (buckets, i)
+            assert (out[i] != dst[i]).any()
 
 
 def test_split_layout_groups_items_of_similar_size_in_a_stable_order():
