@@ -429,3 +429,12 @@ def test_a_selection_is_padded_to_its_own_largest_roi():
     assert (lay.select(np.array([2])).n_rows, lay.select(np.array([2])).n_cols) == (3, 3)
     none = lay.select(np.array([], np.int64))
     assert (none.n_rows, none.n_cols) == (3, 3) and len(none.items) == 0
+
+
+def test_a_refused_mode_is_shown_as_the_user_wrote_it():
+    from nsa_fast.blend.poisson import clone_modes
+
+    with pytest.raises(InputError, match=r"one or one per item \(2\); got 0, 'poisson'\.$"):
+        clone_modes([np.int64(0), np.str_("poisson")], 2)
+    with pytest.raises(InputError, match=r"got 7, 8\.$"):
+        clone_modes(np.array([7, 8]), 2)
