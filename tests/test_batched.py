@@ -216,3 +216,19 @@ def test_the_public_helpers_take_host_boxes_for_device_images():
         assert got.device == canvas.device == mask.device == labels.device == DEVICE
     assert torch.equal(host_data(got), want) and torch.equal(host_data(canvas), canvas_want)
     assert torch.equal(host_data(mask), mask_want) and torch.equal(host_data(labels), lab_want)
+
+
+def test_without_a_given_median_cuda_maps_go_to_the_cuda_kernel(monkeypatch):
+    # (the kernel itself runs through the stand-in CuPy in tests/test_standin_cupy.py)
+    from nsa_fast.blend import cuda
+
+    class OnGpu(torch.Tensor):
+        @property
+        def is_cuda(self):
+            return True
+
+    seen = []
+    monkeypatch.setattr(cuda, "disk_median_cuda", lambda x: seen.append(x) or "median")
+    x = torch.zeros(2, 5, 5, dtype=torch.int16).as_subclass(OnGpu)
+    assert BatchedExecutor()._disk_median(x) == "median" and seen == [x]
+    assert BatchedExecutor(disk_median=lambda m: "given")._disk_median(x) == "given"
