@@ -77,7 +77,9 @@ for m in "$@"; do
     done
 done
 # each test file once, in the order first named
-mapfile -t tests < <(printf '%s\n' "${tests[@]}" | awk '!seen[$0]++')
+if [ ${#tests[@]} -gt 0 ]; then
+    mapfile -t tests < <(printf '%s\n' "${tests[@]}" | awk '!seen[$0]++')
+fi
 if [ -n "${MUTMUT_TESTS:-}" ]; then
     read -r -a tests <<< "$MUTMUT_TESTS"
 fi

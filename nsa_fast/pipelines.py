@@ -270,7 +270,8 @@ def synthesize_batch(executor, dst: torch.Tensor, src: torch.Tensor, rngs, prese
     stats = Stats()
     for plan in plans:
         stats += plan.stats
-    return executor(dst, src, plans, label, src_obj=s_obj, dst_obj=d_obj), stats
+    # boxes padded to the preset's n_max: one shape for every batch (NSA.batch, synth stack them)
+    return executor(dst, src, plans, label, src_obj=s_obj, dst_obj=d_obj, n_max=preset.n_max), stats
 
 
 class DaliPipeline(_BlendsOnDevice):

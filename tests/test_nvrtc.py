@@ -201,9 +201,9 @@ def test_a_failing_nvrtc_call_is_named_with_nvrtcs_reason(monkeypatch, fail):
     assert ("nvrtcDestroyProgram" in nv.lib.calls) == (fail != "nvrtcCreateProgram")
 
 
-@pytest.mark.parametrize("arch, hint", [("sm_70", "Pascal and older need CUDA 12's NVRTC"),
-                                        ("sm_61", "Pascal and older need CUDA 12's NVRTC"),
-                                        ("sm_72", "Pascal and older need CUDA 12's NVRTC"),
+@pytest.mark.parametrize("arch, hint", [("sm_70", "Architectures before Turing (sm_75) need CUDA 12's NVRTC"),
+                                        ("sm_61", "Architectures before Turing (sm_75) need CUDA 12's NVRTC"),
+                                        ("sm_72", "Architectures before Turing (sm_75) need CUDA 12's NVRTC"),
                                         ("sm_100", "Use an NVRTC of a CUDA release that knows this architecture, "
                                                    "or point NSA_FAST_NVRTC at one.")])
 def test_the_advice_for_a_missing_architecture_depends_on_its_age(monkeypatch, arch, hint):
@@ -276,3 +276,19 @@ def test_the_library_refuses_calls_that_break_its_c_signatures():
         nv.lib.nvrtcCreateProgram(ctypes.byref(ctypes.c_void_p()), b"src", b"k.cu", 0, None)
     with pytest.raises(ctypes.ArgumentError):  # and so is one of the wrong type
         nv.lib.nvrtcCompileProgram(ctypes.c_void_p(), "two", None)
+
+
+def test_an_nvrtc_too_old_for_cubins_is_named_as_such(monkeypatch, tmp_path):
+    from nsa_fast.blend import nvrtc
+
+    class Nvrtc110:  # CUDA 11.0's NVRTC: no nvrtcGetCUBIN*, only PTX
+        def __getattr__(self, name):
+            if name.startswith("nvrtcGetCUBIN"):
+                raise AttributeError(f"undefined symbol: {name}")
+            return lambda *a: 0
+
+    monkeypatch.setattr(nvrtc.ctypes, "CDLL", lambda path: Nvrtc110())
+    monkeypatch.setenv("NSA_FAST_NVRTC", str(tmp_path / "libnvrtc.so.11.0"))
+    with pytest.raises(nvrtc.KernelCompileError, match=r"libnvrtc\.so\.11\.0: too old \(undefined symbol: "
+                                                       r"nvrtcGetCUBINSize\); cubins need the NVRTC of CUDA 11\.1"):
+        nvrtc.load()

@@ -414,3 +414,16 @@ def test_plans_and_blends_use_each_images_own_object_mask():
     assert np.array_equal(plan.src_box, want.src_box) and np.array_equal(plan.dst_box, want.dst_box)
     assert not (np.array_equal(plan.src_box, swapped.src_box) and np.array_equal(plan.dst_box, swapped.dst_box))
     assert torch.equal(kw["src_obj"], s_obj) and torch.equal(kw["dst_obj"], d_obj)
+
+
+def test_boxes_are_padded_to_the_presets_n_max_in_every_batch():
+    # NSA.batch and the synth CLI stack boxes of many batches: a batch whose samples drew fewer
+    # patches than n_max still has (B, n_max, 4) boxes, -1 where no patch is
+    preset = get_preset("carpet").replace(n_max=6)
+    pipe = BatchedPipeline(np.stack(objects_on_background(4, size=264)), preset, "nsa", "logistic", 0, 2,
+                           torch.device("cpu"))
+    for epoch in range(2):
+        for b in pipe.batches(epoch):
+            _, batch, stats = pipe.sample(epoch, b)
+            assert batch.boxes.shape == (2, 6, 4)
+            assert (batch.boxes[..., 0] >= 0).sum() == stats.accepted < 12  # fewer rounds than n_max

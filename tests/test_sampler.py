@@ -340,7 +340,9 @@ def test_plan_batch_fields_have_the_documented_dtypes_and_shapes_even_when_empty
 
 class Scripted:
     """A stand-in numpy Generator that returns the draws it is given, in order, and records what
-    each draw was asked for (the sampler's ranges)."""
+    each draw was asked for (the sampler's ranges). The order of a sample's draws is a contract,
+    not an accident: it is what makes a seed reproduce the same samples on every pipeline (see
+    the sampler's docstring and test_randomness.py), so these tests may rely on it."""
 
     def __init__(self, uniform=(0.5,), integers=(), gamma=(), normal=()):
         self.queues = {"uniform": list(uniform), "integers": list(integers), "gamma": list(gamma),

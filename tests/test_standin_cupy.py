@@ -431,11 +431,24 @@ def test_no_sweeps_compile_nothing(cp):
 
 
 def test_a_device_without_an_index_compiles_and_launches_on_device_0(cp):
-    # the stand-in refuses a kernel launched on another device than its module's (as CUDA does)
+    # a module compiled for one device and launched on another works in CuPy, but only after a
+    # second compile and a context on that GPU: the stand-in logs it, and none may happen
     rhs, guess, sizes = _problem(17, B=1, C=1, R=5, K=6)
     cuda.jacobi_solve_cuda(rhs, guess, sizes, 1)  # CPU stand-in tensors: device index None
-    assert list(cuda._MODULES) == [(0, "poisson_iter.cu")] and cp.modules[0].device == 0
-    assert [r.device for r in cp.launches] == [0]
+    assert list(cuda._MODULES) == [(0, "poisson_iter.cu")] and cp.modules[0].devices == {0}
+    assert [r.device for r in cp.launches] == [0] and cp.lazy_compiles == []
+
+
+def test_the_stand_in_logs_a_launch_on_a_device_the_module_was_not_built_for(cp):
+    mod = cp.RawModule(code=kernel_source("poisson_iter.cu"))
+    with cp.cuda.Device(1):
+        mod.compile()
+    rhs, guess, sizes = _problem(20, B=1, C=1, R=6, K=9)
+    u_new = torch.zeros_like(guess)
+    args = (cp.from_dlpack(guess), cp.from_dlpack(u_new), cp.from_dlpack(rhs),
+            cp.from_dlpack(torch.from_numpy(sizes.astype(np.int32))), np.int32(1), np.int32(6), np.int32(9))
+    _launch(cp, mod.get_function("jacobi_sweep"), args)  # on device 0
+    assert cp.lazy_compiles == [("jacobi_sweep", 0)] and mod.devices == {0, 1}
 
 
 def test_messages_of_the_guards(cp):

@@ -146,8 +146,11 @@ def _load(candidates: tuple[str, ...]) -> Nvrtc:
             _declare(lib)
             major, minor = ctypes.c_int(), ctypes.c_int()
             lib.nvrtcVersion(ctypes.byref(major), ctypes.byref(minor))
-        except (OSError, AttributeError) as err:
+        except OSError as err:
             errors.append(f"{path}: {err}")
+            continue
+        except AttributeError as err:  # a function of _SIGNATURES is missing: NVRTC before CUDA 11.1
+            errors.append(f"{path}: too old ({err}); cubins need the NVRTC of CUDA 11.1 or later")
             continue
         return Nvrtc(lib, path, (major.value, minor.value), _supported_archs(lib))
     if os.environ.get("NSA_FAST_NVRTC"):
@@ -193,7 +196,7 @@ def compile_cubin(source: str, name: str, arch: str, options: tuple[str, ...] = 
         raise UnsupportedArchError(
             f"{name}: NVRTC {nv.version[0]}.{nv.version[1]} ({nv.path}) cannot compile for {arch}; it "
             f"targets {archs[0]}..{archs[-1]}. "
-            + (f"Pascal and older need CUDA 12's NVRTC: {INSTALL_12}, or point NSA_FAST_NVRTC at a "
+            + (f"Architectures before Turing (sm_75) need CUDA 12's NVRTC: {INSTALL_12}, or point NSA_FAST_NVRTC at a "
                "libnvrtc.so.12." if arch_number(arch) < 75 else
                "Use an NVRTC of a CUDA release that knows this architecture, or point NSA_FAST_NVRTC at one."))
     prog = ctypes.c_void_p()

@@ -13,8 +13,10 @@ as many arguments as the kernel has parameters; scalars are numpy scalars of exa
 parameter's C type (CuPy passes a Python int as 8 bytes); pointers are arrays from
 ``from_dlpack`` of the pointee's dtype and C-contiguous; the launch runs inside a
 ``cuda.Device`` context and inside a ``cuda.Stream.from_external`` context whose stream is
-``torch.cuda.current_stream(device)``; a module's kernels launch only on the device that was
-current when the module was compiled (CUDA loads a module into that device's context).
+``torch.cuda.current_stream(device)``. As in CuPy, a module is built for the device current at
+``compile()``, and a kernel launched on another device is built there on the fly (CuPy keeps one
+loaded module per device): that costs a compile and a context on the other GPU, so it is logged in
+``lazy_compiles`` for tests to refuse.
 
 Every launch is logged in ``launches`` (also when ``execute`` is False, which checks and logs
 without running: for launches too large to run on a CPU).
@@ -45,6 +47,7 @@ class LaunchRecord:
 
 launches: list[LaunchRecord] = []
 modules: list["RawModule"] = []   # every RawModule built, in order
+lazy_compiles: list[tuple[str, int]] = []  # (kernel, device) built at launch, not at compile()
 execute = True
 _programs: dict[str, harness.Program] = {}
 _state = threading.local()  # CuPy's current device and stream are per host thread
@@ -55,6 +58,7 @@ def reset() -> None:
     global execute
     launches.clear()
     modules.clear()
+    lazy_compiles.clear()
     execute = True
     _state.devices, _state.streams = [], []
 
@@ -152,27 +156,25 @@ class RawModule:
         if key not in _programs:
             _programs[key] = harness.Program(code, "kernel.cu")
         self.program = _programs[key]
-        self.device = None
+        self.devices: set[int] = set()  # the devices this module is built for
         modules.append(self)
 
     def compile(self, log_stream=None) -> None:
         self.program.library()
-        self.device = _devices()[-1] if _devices() else 0
+        self.devices.add(_devices()[-1] if _devices() else 0)
 
     def get_function(self, name: str) -> "RawKernel":
         if name not in self.program.kernels:
             raise LaunchRuleError(f"CUDA_ERROR_NOT_FOUND: the module has no kernel {name!r}; it has "
                                   f"{sorted(self.program.kernels)}")
-        if self.device is None:
-            self.compile()  # CuPy compiles on first use, on the current device
-        return RawKernel(self.program, name, self.device)
+        return RawKernel(self.program, name, self)
 
 
 class RawKernel:
     """A kernel of a RawModule, launched as ``f(grid, block, args, shared_mem=...)``."""
 
-    def __init__(self, program: harness.Program, name: str, module_device: int = 0):
-        self.program, self.name, self.module_device = program, name, module_device
+    def __init__(self, program: harness.Program, name: str, module: "RawModule | None" = None):
+        self.program, self.name, self.module = program, name, module
 
     def __call__(self, grid, block, args, *, shared_mem: int = 0, **kwargs):
         if kwargs:
@@ -185,9 +187,9 @@ class RawKernel:
             raise LaunchRuleError(f"{self.name} launched outside a Stream.from_external context: it would run "
                                   "on CuPy's default stream, unordered with torch's work")
         device, stream = _devices()[-1], _streams()[-1]
-        if device != self.module_device:
-            raise LaunchRuleError(f"CUDA_ERROR_INVALID_HANDLE: {self.name} of a module loaded on device "
-                                  f"{self.module_device} launched on device {device}")
+        if self.module is not None and device not in self.module.devices:
+            self.module.devices.add(device)  # CuPy builds and loads the module for this device now
+            lazy_compiles.append((self.name, device))
         import torch
 
         want = torch.cuda.current_stream(torch.device("cuda", device)).cuda_stream
