@@ -87,7 +87,9 @@ def sweep(cp):
     u_new = torch.full_like(guess, -1.0)
     args = (cp.from_dlpack(guess), cp.from_dlpack(u_new), cp.from_dlpack(rhs),
             cp.from_dlpack(torch.from_numpy(sizes.astype(np.int32))), np.int32(1), np.int32(6), np.int32(9))
-    return mod.get_function("jacobi_sweep"), args, u_new, jacobi_solve(rhs, guess, sizes, iterations=1)
+    with cp.cuda.Device(0):
+        f = mod.get_function("jacobi_sweep")
+    return f, args, u_new, jacobi_solve(rhs, guess, sizes, iterations=1)
 
 
 def _launch(cp, f, args, grid=(1, 1, 1), block=(32, 8, 1), shared_mem=0, device=True, stream=STREAM):
@@ -188,7 +190,7 @@ def test_launches_off_torch_stream_are_refused(cp, sweep, case, message):
 
 def test_unknown_kernels_and_streams_of_its_own_are_refused(cp):
     mod = cp.RawModule(code=kernel_source("poisson_iter.cu"))
-    with pytest.raises(cp.LaunchRuleError, match="no kernel 'sor_sweep'"):
+    with cp.cuda.Device(0), pytest.raises(cp.LaunchRuleError, match="no kernel 'sor_sweep'"):
         mod.get_function("sor_sweep")
     with pytest.raises(cp.LaunchRuleError, match="only Stream.from_external"):
         cp.cuda.Stream()
@@ -447,8 +449,12 @@ def test_the_stand_in_logs_a_launch_on_a_device_the_module_was_not_built_for(cp)
     u_new = torch.zeros_like(guess)
     args = (cp.from_dlpack(guess), cp.from_dlpack(u_new), cp.from_dlpack(rhs),
             cp.from_dlpack(torch.from_numpy(sizes.astype(np.int32))), np.int32(1), np.int32(6), np.int32(9))
-    _launch(cp, mod.get_function("jacobi_sweep"), args)  # on device 0
+    with cp.cuda.Device(0):
+        f = mod.get_function("jacobi_sweep")  # CuPy loads the module on device 0 now
+    _launch(cp, f, args)
     assert cp.lazy_compiles == [("jacobi_sweep", 0)] and mod.devices == {0, 1}
+    with pytest.raises(cp.LaunchRuleError, match="outside a cupy.cuda.Device context"):
+        mod.get_function("jacobi_sweep")
 
 
 def test_messages_of_the_guards(cp):

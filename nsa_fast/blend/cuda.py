@@ -148,8 +148,9 @@ def jacobi_solve_cuda(rhs, guess, sizes, iterations: int | None = None):
     if u.numel() == 0 or it <= 0:  # no planes (C == 0 included) or no sweeps: nothing to launch
         return u
     rhs_c = rhs.contiguous()
-    f = _module("poisson_iter.cu", rhs.device).get_function("jacobi_sweep")
+    mod = _module("poisson_iter.cu", rhs.device)
     with _on_torch_stream(rhs.device):
+        f = mod.get_function("jacobi_sweep")  # CuPy loads the module on the current device
         for i0, i1 in _plane_chunks(B, C):
             grid, block = _stencil_grid(R, K, (i1 - i0) * C)
             a = _as_cupy(u[i0:i1], torch.float32, "u")
@@ -204,9 +205,10 @@ def disk_median_cuda(x: torch.Tensor) -> torch.Tensor:
     out = torch.empty_like(x)
     if x.numel() == 0:
         return out
-    f = _module("median_disk.cu", x.device).get_function("median_disk")
+    mod = _module("median_disk.cu", x.device)
     bx, by = MEDIAN_BLOCK
     with _on_torch_stream(x.device):
+        f = mod.get_function("median_disk")  # CuPy loads the module on the current device
         for p0 in range(0, P, MAX_GRID_YZ):
             p1 = min(p0 + MAX_GRID_YZ, P)
             grid = ((W + bx - 1) // bx, (H + by - 1) // by, p1 - p0)

@@ -16,7 +16,8 @@ parameter's C type (CuPy passes a Python int as 8 bytes); pointers are arrays fr
 ``torch.cuda.current_stream(device)``. As in CuPy, a module is built for the device current at
 ``compile()``, and a kernel launched on another device is built there on the fly (CuPy keeps one
 loaded module per device): that costs a compile and a context on the other GPU, so it is logged in
-``lazy_compiles`` for tests to refuse.
+``lazy_compiles`` for tests to refuse. ``get_function`` loads the module on the current device,
+so it must run inside a ``cuda.Device`` context too.
 
 Every launch is logged in ``launches`` (also when ``execute`` is False, which checks and logs
 without running: for launches too large to run on a CPU).
@@ -164,6 +165,12 @@ class RawModule:
         self.devices.add(_devices()[-1] if _devices() else 0)
 
     def get_function(self, name: str) -> "RawKernel":
+        if not _devices():
+            raise LaunchRuleError(f"get_function({name!r}) outside a cupy.cuda.Device context: CuPy loads the "
+                                  "module on whichever device happens to be current (a context on that GPU)")
+        if _devices()[-1] not in self.devices:
+            self.devices.add(_devices()[-1])  # CuPy builds and loads the module for this device now
+            lazy_compiles.append((name, _devices()[-1]))
         if name not in self.program.kernels:
             raise LaunchRuleError(f"CUDA_ERROR_NOT_FOUND: the module has no kernel {name!r}; it has "
                                   f"{sorted(self.program.kernels)}")
