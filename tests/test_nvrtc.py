@@ -289,6 +289,15 @@ def test_an_nvrtc_too_old_for_cubins_is_named_as_such(monkeypatch, tmp_path):
 
     monkeypatch.setattr(nvrtc.ctypes, "CDLL", lambda path: Nvrtc110())
     monkeypatch.setenv("NSA_FAST_NVRTC", str(tmp_path / "libnvrtc.so.11.0"))
-    with pytest.raises(nvrtc.KernelCompileError, match=r"libnvrtc\.so\.11\.0: too old \(undefined symbol: "
-                                                       r"nvrtcGetCUBINSize\); cubins need the NVRTC of CUDA 11\.1"):
+    with pytest.raises(nvrtc.KernelCompileError, match=r"libnvrtc\.so\.11\.0: an NVRTC too old for cubins "
+                                                       r"\(undefined symbol: nvrtcGetCUBINSize\); they need the NVRTC "
+                                                       r"of CUDA 11\.1 or later"):
+        nvrtc.load()
+
+
+def test_a_library_that_is_not_nvrtc_is_named_as_such(monkeypatch):
+    from nsa_fast.blend import nvrtc
+
+    monkeypatch.setenv("NSA_FAST_NVRTC", "libm.so.6")
+    with pytest.raises(nvrtc.KernelCompileError, match=r"libm\.so\.6: not an NVRTC library \(.*nvrtcVersion"):
         nvrtc.load()

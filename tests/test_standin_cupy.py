@@ -50,6 +50,8 @@ def cp(monkeypatch):
     monkeypatch.setattr(cuda, "_check_cuda", lambda *tensors: None)
     monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: _TorchStream())
     yield standin_cupy
+    # no module may be built again on a second device (a test that does so on purpose clears the log)
+    assert standin_cupy.lazy_compiles == []
     standin_cupy.reset()
 
 
@@ -82,12 +84,12 @@ def _median_twin(x: torch.Tensor) -> np.ndarray:
 def sweep(cp):
     """jacobi_sweep of the real source and a one-sweep problem: (kernel, args, twin's answer)."""
     mod = cp.RawModule(code=kernel_source("poisson_iter.cu"))
-    mod.compile()
     rhs, guess, sizes = _problem(7, B=1, C=1, R=6, K=9)
     u_new = torch.full_like(guess, -1.0)
     args = (cp.from_dlpack(guess), cp.from_dlpack(u_new), cp.from_dlpack(rhs),
             cp.from_dlpack(torch.from_numpy(sizes.astype(np.int32))), np.int32(1), np.int32(6), np.int32(9))
     with cp.cuda.Device(0):
+        mod.compile()
         f = mod.get_function("jacobi_sweep")
     return f, args, u_new, jacobi_solve(rhs, guess, sizes, iterations=1)
 
@@ -190,8 +192,10 @@ def test_launches_off_torch_stream_are_refused(cp, sweep, case, message):
 
 def test_unknown_kernels_and_streams_of_its_own_are_refused(cp):
     mod = cp.RawModule(code=kernel_source("poisson_iter.cu"))
-    with cp.cuda.Device(0), pytest.raises(cp.LaunchRuleError, match="no kernel 'sor_sweep'"):
-        mod.get_function("sor_sweep")
+    with cp.cuda.Device(0):
+        mod.compile()
+        with pytest.raises(cp.LaunchRuleError, match="no kernel 'sor_sweep'"):
+            mod.get_function("sor_sweep")
     with pytest.raises(cp.LaunchRuleError, match="only Stream.from_external"):
         cp.cuda.Stream()
     with pytest.raises(cp.LaunchRuleError, match=r"\(0, stream pointer as int\)"):
@@ -453,8 +457,15 @@ def test_the_stand_in_logs_a_launch_on_a_device_the_module_was_not_built_for(cp)
         f = mod.get_function("jacobi_sweep")  # CuPy loads the module on device 0 now
     _launch(cp, f, args)
     assert cp.lazy_compiles == [("jacobi_sweep", 0)] and mod.devices == {0, 1}
+    # a kernel fetched on device 0 and launched on device 2: loaded there at launch
+    with cp.cuda.Device(2), cp.cuda.Stream.from_external(_Protocol()):
+        f(( 1, 1, 1), (32, 8, 1), args)
+    assert cp.lazy_compiles[-1] == ("jacobi_sweep", 2) and mod.devices == {0, 1, 2}
     with pytest.raises(cp.LaunchRuleError, match="outside a cupy.cuda.Device context"):
         mod.get_function("jacobi_sweep")
+    with pytest.raises(cp.LaunchRuleError, match=r"compile\(\) outside a cupy.cuda.Device context"):
+        cp.RawModule(code=kernel_source("poisson_iter.cu")).compile()
+    cp.lazy_compiles.clear()  # made on purpose here
 
 
 def test_messages_of_the_guards(cp):

@@ -71,7 +71,10 @@ class _TorchStream:
 
 @contextmanager
 def _on_torch_stream(device: torch.device):
-    """CuPy launches inside run on ``device`` and on torch's current stream there."""
+    """CuPy launches inside run on ``device`` and on torch's current stream there. Each process
+    should make its own GPU current first (``torch.cuda.set_device``, as the trainer does for every
+    rank): leaving CuPy's device context sets the previous device again, which would otherwise
+    initialise GPU 0 in every rank."""
     cp = cupy()
     with cp.cuda.Device(device.index or 0):
         with cp.cuda.Stream.from_external(_TorchStream(torch.cuda.current_stream(device))):

@@ -149,8 +149,11 @@ def _load(candidates: tuple[str, ...]) -> Nvrtc:
         except OSError as err:
             errors.append(f"{path}: {err}")
             continue
-        except AttributeError as err:  # a function of _SIGNATURES is missing: NVRTC before CUDA 11.1
-            errors.append(f"{path}: too old ({err}); cubins need the NVRTC of CUDA 11.1 or later")
+        except AttributeError as err:  # a function of _SIGNATURES is missing
+            if hasattr(lib, "nvrtcVersion") and hasattr(lib, "nvrtcCreateProgram"):  # NVRTC before CUDA 11.1
+                errors.append(f"{path}: an NVRTC too old for cubins ({err}); they need the NVRTC of CUDA 11.1 or later")
+            else:
+                errors.append(f"{path}: not an NVRTC library ({err})")
             continue
         return Nvrtc(lib, path, (major.value, minor.value), _supported_archs(lib))
     if os.environ.get("NSA_FAST_NVRTC"):

@@ -17,7 +17,7 @@ parameter's C type (CuPy passes a Python int as 8 bytes); pointers are arrays fr
 ``compile()``, and a kernel launched on another device is built there on the fly (CuPy keeps one
 loaded module per device): that costs a compile and a context on the other GPU, so it is logged in
 ``lazy_compiles`` for tests to refuse. ``get_function`` loads the module on the current device,
-so it must run inside a ``cuda.Device`` context too.
+so it must run inside a ``cuda.Device`` context too, and so must ``compile()``.
 
 Every launch is logged in ``launches`` (also when ``execute`` is False, which checks and logs
 without running: for launches too large to run on a CPU).
@@ -161,8 +161,11 @@ class RawModule:
         modules.append(self)
 
     def compile(self, log_stream=None) -> None:
+        if not _devices():
+            raise LaunchRuleError("RawModule.compile() outside a cupy.cuda.Device context: CuPy builds and loads "
+                                  "the module on whichever device happens to be current (a context on that GPU)")
         self.program.library()
-        self.devices.add(_devices()[-1] if _devices() else 0)
+        self.devices.add(_devices()[-1])
 
     def get_function(self, name: str) -> "RawKernel":
         if not _devices():
