@@ -6,8 +6,8 @@
 #   bash bench/mutation.sh nsa_fast/metrics.py nsa_fast/blend
 #
 # Arguments: modules (files) or packages (folders) under nsa_fast/. Environment:
-#   MUTMUT_TESTS   test files mutmut may pick from (default: tests/test_<module>.py of each
-#                  module that has one; nsa_fast/blend maps to test_poisson, test_solvers, test_batched)
+#   MUTMUT_TESTS   test files mutmut may pick from (default: the files that reach each module,
+#                  from the table below: its own tests/test_<module>.py and the twins' tests)
 #   MUTMUT_NAMES   mutant-name globs to run (default: all of the modules), e.g. for the loss and
 #                  schedule of train.py: "nsa_fast.train.x_loss_fn*" "nsa_fast.train.x_build_model*"
 #   MAX_CHILDREN   parallel mutant runs (default 1: leaves the other cores alone)
@@ -54,15 +54,16 @@ for m in "$@"; do
     base=$(basename "$m" .py)
     # a module's own test file, and the files that reach its other paths (torch twins, executors)
     case "$base" in
-        blend) cands="tests/test_poisson.py tests/test_solvers.py tests/test_batched.py tests/test_blend_ops.py tests/test_executor.py
-                      tests/test_transfers.py tests/test_standin_cupy.py tests/test_nvrtc.py tests/test_kernels.py
+        blend) cands="tests/test_poisson.py tests/test_solvers.py tests/test_batched.py tests/test_blend_ops.py
+                      tests/test_executor.py tests/test_transfers.py tests/test_standin_cupy.py tests/test_nvrtc.py tests/test_kernels.py
                       tests/test_kernel_sources.py tests/test_doctor.py" ;;
         # the CUDA launcher, NVRTC and the kernel sources: through the stand-in CuPy and NVRTC
         cuda|nvrtc|kernels|pick) cands="tests/test_standin_cupy.py tests/test_nvrtc.py tests/test_kernels.py
                                         tests/test_kernel_sources.py tests/test_solvers.py tests/test_doctor.py" ;;
         ops|batched|opencv) cands="tests/test_blend_ops.py tests/test_batched.py tests/test_executor.py
                                    tests/test_transfers.py tests/test_labels.py" ;;
-        pipelines) cands="tests/test_pipelines.py tests/test_dali_loader.py tests/test_transfers.py tests/test_randomness.py" ;;
+        pipelines) cands="tests/test_pipelines.py tests/test_dali_loader.py tests/test_transfers.py
+                          tests/test_randomness.py" ;;
         median|poisson) cands="tests/test_$base.py tests/test_batched.py tests/test_solvers.py" ;;
         # (not test_layout.py: it counts lines, and mutmut's copies of the modules are longer)
         filters|objects) cands="tests/test_$base.py tests/test_filters.py tests/test_batched.py" ;;

@@ -459,7 +459,7 @@ def test_the_stand_in_logs_a_launch_on_a_device_the_module_was_not_built_for(cp)
     assert cp.lazy_compiles == [("jacobi_sweep", 0)] and mod.devices == {0, 1}
     # a kernel fetched on device 0 and launched on device 2: loaded there at launch
     with cp.cuda.Device(2), cp.cuda.Stream.from_external(_Protocol()):
-        f(( 1, 1, 1), (32, 8, 1), args)
+        f((1, 1, 1), (32, 8, 1), args)
     assert cp.lazy_compiles[-1] == ("jacobi_sweep", 2) and mod.devices == {0, 1, 2}
     with pytest.raises(cp.LaunchRuleError, match="outside a cupy.cuda.Device context"):
         mod.get_function("jacobi_sweep")
