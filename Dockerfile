@@ -3,20 +3,24 @@
 #   docker build --build-arg STACK=cuda13 -t nsa_fast:cuda13 .   # CUDA 13: Turing and newer only
 #   docker run --gpus all -v /data/mvtec:/data:ro -v nsa-cache:/cache -v "$PWD/runs:/workspace/runs" \
 #       nsa_fast --data /data --category bottle --gpu-blend
-# Pins live in docker/requirements-*.txt; the torch pins equal pyproject.toml's upper bounds
-# (tests/test_docker.py checks both).
+# Pins live in docker/requirements-*.txt; they meet pyproject.toml's floors, and the Pascal image
+# pins the last torch line with CUDA 12.6 wheels and cuDNN 9.10 (tests/test_docker.py checks both).
 ARG STACK=pascal
 
 FROM nvidia/cuda:12.6.3-runtime-ubuntu24.04 AS stack-pascal
 # TORCH_ARCH_REQUIRED: the build fails unless torch has kernels for it (sm_60 runs on the GTX 1080).
+# CUDNN_BELOW: the build fails unless torch loads a cuDNN older than 9.11 (9.10 is the last line
+# with Pascal kernels).
 ENV TORCH_INDEX=https://download.pytorch.org/whl/cu126 \
     STACK_REQUIREMENTS=requirements-pascal.txt \
-    TORCH_ARCH_REQUIRED=sm_60
+    TORCH_ARCH_REQUIRED=sm_60 \
+    CUDNN_BELOW=91100
 
 FROM nvidia/cuda:13.0.2-runtime-ubuntu24.04 AS stack-cuda13
 ENV TORCH_INDEX=https://pypi.org/simple \
     STACK_REQUIREMENTS=requirements-cuda13.txt \
-    TORCH_ARCH_REQUIRED=sm_75
+    TORCH_ARCH_REQUIRED=sm_75 \
+    CUDNN_BELOW=999999
 
 # hadolint ignore=DL3006
 FROM stack-${STACK} AS image
@@ -45,6 +49,14 @@ need = os.environ["TORCH_ARCH_REQUIRED"]; \
 flags = (getattr(torch._C, "_cuda_getArchFlags", lambda: None)() or "").split(); \
 need in flags or sys.exit("torch " + torch.__version__ + " (CUDA " + str(torch.version.cuda) + ") has no " + need + " kernels, only: " + (" ".join(flags) or "none, a CPU build") + ". Expected the wheel of " + os.environ["TORCH_INDEX"] + ": pin torch with its +cuXXX tag in docker/" + os.environ["STACK_REQUIREMENTS"] + " and make the other pins agree with what that wheel requires."); \
 print("torch", torch.__version__, "CUDA", torch.version.cuda, "kernels:", " ".join(flags))'
+# The cuDNN torch loads (read from the library, no GPU needed): a cuDNN without kernels for the
+# stack's oldest GPU builds fine and then fails every convolution at run time.
+# hadolint ignore=DL3059
+RUN python -c 'import os, sys, torch; \
+below = int(os.environ["CUDNN_BELOW"]); \
+v = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None; \
+v is not None and v < below or sys.exit("torch " + torch.__version__ + " loads cuDNN " + str(v) + "; this image needs a cuDNN below " + str(below) + " (9.10 is the last line for Maxwell, Pascal and Volta): pin nvidia-cudnn-cu12 in docker/" + os.environ["STACK_REQUIREMENTS"] + " to a 9.10 release that torch accepts."); \
+print("cuDNN", v)'
 COPY pyproject.toml README.md LICENSE /src/
 COPY nsa_fast /src/nsa_fast
 COPY kernels /src/kernels

@@ -1,7 +1,8 @@
 """``python -m nsa_fast.doctor``: what this machine can run, and what to do about what it cannot.
 
-Reports the GPU and its compute capability, whether this PyTorch build has kernels for it, the
-precision training will use, and whether CuPy, DALI and the project's CUDA kernels work there.
+Reports the GPU and its compute capability, whether this PyTorch build and its cuDNN have kernels
+for it, the precision training will use, and whether CuPy, DALI and the project's CUDA kernels
+work there.
 Without a GPU it checks that the kernels still compile (for sm_61 and sm_90, as far as the NVRTC
 found targets them: CUDA 13's no longer targets sm_61, which is then a warning) and says how to
 train on the CPU.
@@ -98,6 +99,55 @@ def check_torch() -> tuple[bool, list[str]]:
     precision = "bf16 autocast" if major >= 8 else "fp32 (fp16 and bf16 are slow on this GPU)"
     _line("info", "precision", precision)
     return True, problems
+
+
+# cuDNN 9.10 is the last line with kernels for Maxwell, Pascal and Volta (compute capability below
+# 7.5), by NVIDIA's support matrices; 9.11 and newer fail every convolution there at run time.
+CUDNN_LAST_FOR_OLD_GPUS = (9, 10)
+CUDNN_FOR_PASCAL = "nvidia-cudnn-cu12==9.10.2.21"
+
+
+def cudnn_version(number: int | None) -> tuple[int, int, int] | None:
+    """torch.backends.cudnn.version() as (major, minor, patch): 9.x numbers are major * 10000 +
+    minor * 100 + patch, 8.x ones major * 1000 + minor * 100 + patch."""
+    if not number:
+        return None
+    if number >= 10000:
+        return number // 10000, number // 100 % 100, number % 100
+    return number // 1000, number // 100 % 10, number % 100
+
+
+def cudnn_supports(capability: tuple[int, int], version: tuple[int, int, int] | None) -> bool:
+    """Whether a cuDNN of ``version`` has kernels for a GPU of ``capability``."""
+    if version is None or tuple(capability) >= (7, 5):
+        return True
+    return version[:2] <= CUDNN_LAST_FOR_OLD_GPUS
+
+
+def check_cudnn(gpu: bool) -> list[str]:
+    """The cuDNN torch loads, and whether it runs on this GPU (or, without one, on a GTX 1080)."""
+    import torch
+
+    number = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    version = cudnn_version(number)
+    if version is None:
+        _line("warn" if gpu else "info", "cuDNN", "not available in this torch build: convolutions run without it")
+        return []
+    text = ".".join(map(str, version))
+    if not gpu:
+        pascal = "a GTX 1080-class GPU (sm_61) can use it" if cudnn_supports((6, 1), version) else \
+            f"a GTX 1080-class GPU (sm_61) would need cuDNN 9.10 ({CUDNN_FOR_PASCAL}, the default Docker image's)"
+        _line("info", "cuDNN", f"{text}; {pascal}")
+        return []
+    capability = torch.cuda.get_device_capability(0)
+    if cudnn_supports(capability, version):
+        _line("ok", "cuDNN", f"{text}, has kernels for sm_{capability[0]}{capability[1]}")
+        return []
+    msg = (f"cuDNN {text} has no kernels for this GPU (sm_{capability[0]}{capability[1]}): 9.10 is the last cuDNN "
+           f"line for Maxwell, Pascal and Volta, and every convolution would fail. pip install {CUDNN_FOR_PASCAL} "
+           "(with torch's cu126 build), or use the default Docker image, which pins it")
+    _line("FAIL", "cuDNN", msg)
+    return [msg]
 
 
 def check_cupy(gpu: bool) -> list[str]:
@@ -225,6 +275,7 @@ def _main(argv) -> int:
     Parser(prog="python -m nsa_fast.doctor", description=__doc__).parse_args(argv)
     print(f"nsa_fast {__version__}, Python {sys.version.split()[0]}")
     gpu, problems = check_torch()
+    problems += check_cudnn(gpu)
     problems += check_cupy(gpu)
     problems += check_dali(gpu)
     problems += check_kernels(gpu)

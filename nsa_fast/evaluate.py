@@ -81,7 +81,7 @@ def evaluate(ckpt_path, root, category: str, out_dir, device=None) -> dict:
         metrics[f"image_auroc/{defect}"] = image_auroc(scores[keep], labels[keep])
     metrics["heatmap_vmax"] = vmax = viz.display_max(maps)
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
-    rows = [["path", "defect", "label", "score"]] + [[str(it.path), it.defect, it.label, f"{s:.6g}"]
+    rows = [["path", "defect", "label", "score"]] + [[str(it.path), it.defect, it.label, f"{s:.9g}"]
                                                       for it, s in zip(items, scores)]
     write_text_atomic(out / "scores.csv", csv_text(rows))
     write_figures(out, images, masks, maps, scores, labels, items, vmax, metrics, (fpr, pro))

@@ -9,6 +9,7 @@ ReLU for the raw intensity label).
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,6 +31,44 @@ class UpBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.relu(self.bn1(self.conv1(x)))
         return F.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
+
+
+def _aligned_corners_weights(n_in: int, n_out: int) -> torch.Tensor:
+    """(n_out, n_in) float32: bilinear interpolation with aligned corners as a matrix, with the
+    source coordinates and weights rounded to float32 as PyTorch's own kernel rounds them."""
+    scale = np.float32((n_in - 1) / (n_out - 1)) if n_out > 1 else np.float32(0)
+    src = scale * np.arange(n_out, dtype=np.float32)
+    x0 = np.minimum(src.astype(np.int64), n_in - 1)
+    x1 = np.minimum(x0 + 1, n_in - 1)
+    w1 = src - x0.astype(np.float32)
+    a = np.zeros((n_out, n_in), np.float32)
+    np.add.at(a, (np.arange(n_out), x0), np.float32(1) - w1)
+    np.add.at(a, (np.arange(n_out), x1), w1)
+    return torch.from_numpy(a)
+
+
+class MatmulUpsample(nn.Module):
+    """nn.UpsamplingBilinear2d(scale_factor=2) as two matrix products, rows then columns.
+
+    The same map up to float rounding (4.8e-7 on values of magnitude 4), but its backward is a
+    matrix product too, which is deterministic on CUDA, where the bilinear kernel's backward
+    accumulates with atomics and ``torch.use_deterministic_algorithms`` refuses it. Used by
+    ``--deterministic``; it has no parameters, so checkpoints are the same either way.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._weights: dict[tuple, torch.Tensor] = {}
+
+    def _matrix(self, n: int, like: torch.Tensor) -> torch.Tensor:
+        key = (n, like.device, like.dtype)
+        if key not in self._weights:  # one copy per size, device and dtype, not one a step
+            self._weights[key] = _aligned_corners_weights(n, 2 * n).to(like.device, like.dtype)
+        return self._weights[key]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        H, W = x.shape[-2:]
+        return self._matrix(H, x) @ x @ self._matrix(W, x).T
 
 
 class EncoderDecoder(nn.Module):
@@ -61,6 +100,11 @@ class EncoderDecoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.final(self.upsample(self.decoder(self.bottleneck(self.encoder(x)))))
 
+    def use_deterministic_upsampling(self) -> None:
+        """Swap the bilinear upsampling for ``MatmulUpsample``, whose backward is deterministic
+        on CUDA (``--deterministic``)."""
+        self.upsample = MatmulUpsample()
+
     def anomaly_map(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, H, W) map: probabilities for a sigmoid head, grey levels for ReLU."""
         logits = self(x)[:, 0]
@@ -77,8 +121,8 @@ _STATS: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 def _imagenet_stats(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """(1, 3, 1, 1) mean and std on ``device``, copied there once rather than every step."""
     if device not in _STATS:
-        _STATS[device] = (torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1),
-                          torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1))
+        stats = torch.tensor([IMAGENET_MEAN, IMAGENET_STD]).to(device)  # one copy, once per device
+        _STATS[device] = (stats[0].view(1, 3, 1, 1), stats[1].view(1, 3, 1, 1))
     return _STATS[device]
 
 

@@ -107,7 +107,7 @@ def predict(ckpt, paths: list[str], out_dir, device=None) -> list[tuple[Path, fl
         write_image(out / name, heatmap_overlay(img, m, vmax))
         rows.append((f, float(m.mean()), float(m.max()), name))
     write_text_atomic(out / "scores.csv", csv_text([["path", "score", "max", "heatmap"]] + [
-        [str(f), f"{s:.6g}", f"{mx:.6g}", str(name)] for f, s, mx, name in rows]))
+        [str(f), f"{s:.9g}", f"{mx:.9g}", str(name)] for f, s, mx, name in rows]))
     return [r[:3] for r in rows]
 
 

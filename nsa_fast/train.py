@@ -23,6 +23,7 @@ import torch
 
 from . import checkpoint, cli, rundir
 from .cli import Parser, positive_float, positive_int, seed_int, worker_count
+from .devices import autocast_dtype, determinism, pick_device, precision
 from .errors import NsaError, warn
 from .io import write_text_atomic
 from .model import EncoderDecoder, normalize
@@ -56,6 +57,7 @@ class TrainConfig:
     steps_per_epoch: int | None = None  # cap, for smoke runs
     stop_after: int | None = None       # epochs to run in this invocation (then --resume)
     evaluate: bool = True
+    deterministic: bool = False         # deterministic algorithms: bit-for-bit runs and resumes on a GPU too
 
 
 def parse_args(argv=None) -> tuple[TrainConfig, Preset, bool, bool, bool]:
@@ -96,6 +98,11 @@ def parse_args(argv=None) -> tuple[TrainConfig, Preset, bool, bool, bool]:
                     help="stop after N epochs of this run (the schedule still spans --epochs); "
                          "continue later with --resume (default: run to the last epoch)")
     ap.add_argument("--no-eval", action="store_true", help="skip the evaluation after training")
+    ap.add_argument("--deterministic", action="store_true",
+                    help="deterministic algorithms only (cuDNN without autotuning, a fixed cuBLAS workspace, a "
+                         "matrix-product upsampling): the same seed gives the same weights bit for bit on the same "
+                         "GPU and software, and a resumed run ends bit for bit where an uninterrupted one does. "
+                         "Slower on a GPU; the CPU is deterministic either way")
     ap.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     ap.add_argument("--overwrite", action="store_true",
                     help="delete the run files (last.pt, log.csv, grids, eval/) already in --out first")
@@ -117,7 +124,7 @@ def parse_args(argv=None) -> tuple[TrainConfig, Preset, bool, bool, bool]:
                       workers=min(8, os.cpu_count() or 1) if a.workers is None else a.workers,
                       grid_every=a.grid_every, amp=a.amp, device=a.device,
                       solver=a.solver, steps_per_epoch=a.steps_per_epoch,
-                      stop_after=a.stop_after, evaluate=not a.no_eval)
+                      stop_after=a.stop_after, evaluate=not a.no_eval, deterministic=a.deterministic)
     return cfg, preset, a.resume, a.overwrite, epochs_given
 
 
@@ -140,26 +147,6 @@ def resolve_synth(ap, a) -> str:
         warn(f"--workers {a.workers} applies to --synth workers and dali; --synth device makes the samples on "
              "the device, with one background thread")
     return synth
-
-
-def pick_device(cfg: TrainConfig, local_rank: int) -> torch.device:
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise NsaError("--device cuda: no CUDA GPU is visible; use --device cpu (or auto).")
-    if cfg.device == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda", local_rank)
-
-
-def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """bf16 only where the GPU computes it fast (sm_80 and newer); fp32 on Pascal and the CPU."""
-    if cfg.amp == "bf16" and device.type != "cuda":
-        warn("--amp bf16 applies on a GPU; training on the CPU runs in fp32")
-    if cfg.amp == "off" or device.type != "cuda":
-        return None
-    fast_bf16 = torch.cuda.get_device_capability(device)[0] >= 8
-    if cfg.amp == "bf16" or fast_bf16:
-        return torch.bfloat16
-    return None
 
 
 def build_pipeline(cfg: TrainConfig, preset: Preset, files: list, device, rank, world):
@@ -227,7 +214,7 @@ def train_epoch(model, opt, pipeline, epoch, cfg, preset, device, amp_dtype, log
         stats += batch_stats
         empty += (labels.flatten(1).amax(1) == 0).sum()
         x = normalize(images, preset.normalize)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        with precision(device, amp_dtype):
             logits = model(x)[:, 0]
         loss = loss_fn(logits, labels.float(), cfg.label)
         opt.zero_grad(set_to_none=True)
@@ -280,6 +267,11 @@ def _main(argv) -> int:
     cfg, preset, resume, overwrite, epochs_given = parse_args(argv)
     rank, world, local = setup_distributed(cfg)
     device = pick_device(cfg, local)
+    with determinism(cfg.deterministic, device):
+        return _run(cfg, preset, resume, overwrite, epochs_given, rank, world, local, device)
+
+
+def _run(cfg, preset, resume, overwrite, epochs_given, rank, world, local, device) -> int:
     from .data import train_files
     from .demo import resolve_root
 
@@ -349,6 +341,8 @@ def build_model(cfg: TrainConfig, preset: Preset, device: torch.device):
     """The network (seeded), Adam and the cosine schedule of the paper."""
     torch.manual_seed(cfg.seed)  # the model's initial weights
     model = EncoderDecoder(preset.channels, get_label_type(cfg.label).head).to(device, memory_format=torch.channels_last)
+    if cfg.deterministic:
+        model.use_deterministic_upsampling()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs, eta_min=cfg.lr_min)
     return model, opt, sched

@@ -108,8 +108,8 @@ def pack_augment(pack: HostPack, prefix: str, index, augs: list[Augment], preset
     fixed-point terms along them. Returns whether any image rotates (a host decision)."""
     windows = [_window(preset, a, shape) for a in augs]
     pack.add(prefix + "index", np.asarray(index, np.int64))
-    pack.add(prefix + "rows", np.stack([r for r, _ in windows]) if augs else np.zeros((0, preset.crop)))
-    pack.add(prefix + "cols", np.stack([c for _, c in windows]) if augs else np.zeros((0, preset.crop)))
+    pack.add(prefix + "rows", np.stack([r for r, _ in windows]) if augs else np.zeros((0, preset.crop), np.int64))
+    pack.add(prefix + "cols", np.stack([c for _, c in windows]) if augs else np.zeros((0, preset.crop), np.int64))
     rotate = any(a.angle for a in augs)
     if rotate:
         steps = [rotation_steps(a.angle, shape) for a in augs]

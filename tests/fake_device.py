@@ -12,10 +12,18 @@ the rules a GPU enforces and counts what a GPU makes expensive:
   count in ``h2d``; device -> host copies (``.cpu()``) and reads of a value (``.item()``,
   ``bool(t)``, ``torch.equal``) count in ``d2h``;
 - ops whose output size depends on the data (``nonzero``, boolean-mask indexing, ``unique``...)
-  make a GPU wait for the device and count in ``syncs``.
+  make a GPU wait for the device and count in ``syncs``;
+- every other op that computes on the device (not a view, not an allocation, not a copy between
+  host and device) would be at least one kernel launch on a GPU: it counts in ``kernels``, and
+  those that make a float64 tensor on the device are named in ``float64``, with the nsa_fast
+  function that made it.
 ``.numpy()`` of a device tensor fails, as it does for a CUDA tensor.
 """
 from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -24,6 +32,9 @@ from torch.utils._pytree import tree_map
 DEVICE = torch.device("meta")
 _SYNCING = {"nonzero", "nonzero_static", "masked_select", "unique", "_unique", "_unique2",
             "unique_consecutive", "unique_dim", "repeat_interleave", "masked_scatter"}
+# ops that allocate or alias without computing: no kernel on a GPU
+_NO_KERNEL = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "_local_scalar_dense",
+              "lift_fresh", "detach", "alias", "set_", "resize_", "_unsafe_view", "_reshape_alias"}
 
 
 class DeviceTensor(torch.Tensor):
@@ -43,6 +54,17 @@ class DeviceTensor(torch.Tensor):
     @classmethod
     def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
         raise RuntimeError(f"{func}: device tensors are only usable inside FakeDevice()")
+
+
+def _where() -> str:
+    """``module.py:function`` of the innermost nsa_fast frame of the caller's stack."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        path = Path(frame.f_code.co_filename)
+        if "nsa_fast" in path.parts[:-1]:
+            return f"{path.name}:{frame.f_code.co_name}"
+        frame = frame.f_back
+    return "outside nsa_fast"
 
 
 def _wrap(out):
@@ -67,12 +89,16 @@ class FakeDevice(TorchDispatchMode):
 
     def __init__(self):
         super().__init__()
-        self.h2d = self.d2h = self.syncs = 0
+        self.h2d = self.d2h = self.syncs = self.kernels = 0
         self.events: list[str] = []
+        self.float64: list[str] = []
+        self.kernel_ops: Counter[str] = Counter()  # the kernel-like ops by name
 
     def reset(self) -> None:
-        self.h2d = self.d2h = self.syncs = 0
+        self.h2d = self.d2h = self.syncs = self.kernels = 0
         self.events.clear()
+        self.float64.clear()
+        self.kernel_ops.clear()
 
     def _count(self, kind: str, what: str) -> None:
         setattr(self, kind, getattr(self, kind) + 1)
@@ -105,7 +131,10 @@ class FakeDevice(TorchDispatchMode):
                 return func(*a, **k)
             if not on_device and to_device:
                 self._count("h2d", f"{tuple(a[0].shape)} to the device")
-                return _wrap(func(*a, **k))
+                out = func(*a, **k)
+                if out.dtype == torch.float64:
+                    self.float64.append(f"{name} (a copy to the device) in {_where()}")
+                return _wrap(out)
         if name == "copy_" and len(args) > 1:
             dst_dev, src_dev = isinstance(args[0], DeviceTensor), isinstance(args[1], DeviceTensor)
             if dst_dev != src_dev and args[1].dim() > 0:
@@ -124,4 +153,12 @@ class FakeDevice(TorchDispatchMode):
         if on_device and not isinstance(out, (torch.Tensor, tuple, list)):
             self._count("d2h", f"{name} reads a value")
             return out
-        return _wrap(out) if (on_device or to_device) else out
+        if on_device or to_device:
+            if not func.is_view and name not in _NO_KERNEL:
+                self.kernels += 1
+                self.kernel_ops[name] += 1
+            made = [t for t in (out if isinstance(out, (tuple, list)) else [out]) if isinstance(t, torch.Tensor)]
+            if any(t.dtype == torch.float64 for t in made):
+                self.float64.append(f"{name} in {_where()}")
+            return _wrap(out)
+        return out

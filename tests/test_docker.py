@@ -42,11 +42,15 @@ def stage(name: str) -> str:
     return m.group(1) + "\n" + m.group(2)
 
 
-def pyproject_upper(pkg: str) -> str:
+def pyproject_floor(pkg: str) -> str:
     text = (REPO / "pyproject.toml").read_text()
-    m = re.search(rf'"{pkg}>=[^,"]+,<=([^"]+)"', text)
-    assert m, f"pyproject.toml pins no upper bound for {pkg}"
+    m = re.search(rf'"{pkg}>=([^,"]+)"', text)
+    assert m, f"pyproject.toml gives no floor for {pkg}, or caps it"
     return m.group(1)
+
+
+def version(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.match(r"\d+(\.\d+)*", text).group(0).split("."))
 
 
 def test_default_build_is_the_pascal_stack():
@@ -63,8 +67,7 @@ def test_default_build_is_the_pascal_stack():
 def test_pascal_torch_pins_carry_the_cu126_tag_and_its_nvrtc():
     p = pins("requirements-pascal.txt")
     # a bare ==2.14.1 also matches PyPI's CUDA 13 torch, which pip takes on any conflict
-    assert p["torch"] == pyproject_upper("torch") + "+cu126"
-    assert p["torchvision"] == pyproject_upper("torchvision") + "+cu126"
+    assert p["torch"] == "2.14.1+cu126" and p["torchvision"] == "0.29.1+cu126"  # 2.14: the last cu126 line
     assert p["nvidia-cuda-nvrtc-cu12"] == TORCH_CU126_NVRTC
 
 
@@ -76,11 +79,43 @@ def test_cuda13_stack():
 
 
 @pytest.mark.parametrize("name", ["requirements-pascal.txt", "requirements-cuda13.txt"])
-def test_torch_pins_equal_pyproject(name):
+def test_the_images_pins_meet_the_packages_floors_and_the_package_has_no_cap(name):
+    """The Pascal limit lives in the Pascal image; the package itself installs beside any newer torch."""
     p = {k: v.split("+")[0] for k, v in pins(name).items()}   # the public version, without +cuXXX
-    # torch 2.14.x is the last line with cu126 wheels; pyproject caps torch there too
-    assert p["torch"] == pyproject_upper("torch") and p["torch"].startswith("2.14.")
-    assert p["torchvision"] == pyproject_upper("torchvision")
+    for pkg in ("torch", "torchvision"):
+        assert version(p[pkg]) >= version(pyproject_floor(pkg)), (name, pkg)
+    cupy = next(k for k in p if k.startswith("cupy-cuda"))
+    floors = (REPO / "pyproject.toml").read_text()
+    assert version(p[cupy]) >= version(re.search(rf'"{cupy}>=([^"]+)"', floors).group(1))
+    assert not re.search(r'"(torch|torchvision)[^"]*<', floors), "pyproject.toml caps torch"
+
+
+def test_the_pascal_image_pins_cudnn_9_10_and_refuses_a_newer_one():
+    assert pins("requirements-pascal.txt")["nvidia-cudnn-cu12"].startswith("9.10.")
+    assert re.search(r"^\s*CUDNN_BELOW=91100$", stage("stack-pascal"), re.M)
+    assert re.search(r"^\s*CUDNN_BELOW=999999$", stage("stack-cuda13"), re.M)  # Turing and newer: any cuDNN 9
+
+
+def cudnn_check() -> str:
+    """The python -c program of the RUN that checks the cuDNN torch loads."""
+    m = [re.fullmatch(r"RUN python -c '(.*)'", ln) for ln in instructions() if "CUDNN_BELOW" in ln and "RUN" in ln]
+    assert len(m) == 1 and m[0], "expected one RUN python -c '...' reading CUDNN_BELOW"
+    return m[0].group(1)
+
+
+@pytest.mark.parametrize("below", [91100, 999999])
+def test_the_cudnn_check_refuses_a_cudnn_without_pascal_kernels(below):
+    import torch
+
+    have = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    env = {**os.environ, "CUDNN_BELOW": str(below), "STACK_REQUIREMENTS": "requirements-pascal.txt"}
+    run = subprocess.run([sys.executable, "-c", cudnn_check()], env=env, capture_output=True, text=True)
+    if have is not None and have < below:
+        assert run.returncode == 0 and f"cuDNN {have}" in run.stdout, run.stderr
+    else:  # e.g. this machine's cuDNN 9.2x for a Pascal image: exactly what the build must refuse
+        assert run.returncode != 0
+        assert f"loads cuDNN {have}; this image needs a cuDNN below {below}" in run.stderr
+        assert "pin nvidia-cudnn-cu12 in docker/requirements-pascal.txt" in run.stderr
 
 
 def test_common_pins_cover_pyproject_dependencies():
@@ -108,8 +143,8 @@ def arch_check() -> str:
 
 
 def test_build_checks_that_torch_has_the_stacks_kernels():
-    assert re.search(r"^\s*TORCH_ARCH_REQUIRED=sm_60$", stage("stack-pascal"), re.M)
-    assert re.search(r"^\s*TORCH_ARCH_REQUIRED=sm_75$", stage("stack-cuda13"), re.M)
+    assert re.search(r"^\s*TORCH_ARCH_REQUIRED=sm_60( \\)?$", stage("stack-pascal"), re.M)
+    assert re.search(r"^\s*TORCH_ARCH_REQUIRED=sm_75( \\)?$", stage("stack-cuda13"), re.M)
     # the compiled-in flags, not torch.cuda.get_arch_list(): no GPU is visible during docker build
     assert "torch._C" in arch_check() and "_cuda_getArchFlags" in arch_check()
 

@@ -69,7 +69,10 @@ def no_device_checks(monkeypatch):
     return runs
 
 
-def fake_gpu(monkeypatch, name, capability, arch_list, cuda):
+def fake_gpu(monkeypatch, name, capability, arch_list, cuda, cudnn=91002):
+    """A GPU as torch would describe it; cuDNN 9.10.2 by default, which has kernels for every card."""
+    monkeypatch.setattr(torch.backends.cudnn, "is_available", lambda: cudnn is not None)
+    monkeypatch.setattr(torch.backends.cudnn, "version", lambda: cudnn)
     monkeypatch.setattr(torch.version, "cuda", cuda)
     monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: list(arch_list))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: name is not None)
@@ -171,3 +174,44 @@ def test_a_chosen_nvrtc_that_does_not_load_needs_fixing(monkeypatch, capsys, no_
     assert doctor.main([]) == doctor.BROKEN
     out = capsys.readouterr().out
     assert "[FAIL] kernels: not compiled" in out and "NSA_FAST_NVRTC=" in out.split("To fix:")[1]
+
+
+# --- cuDNN: 9.10 is the last line for Maxwell, Pascal and Volta ------------------------------
+
+
+@pytest.mark.parametrize("number,version", [(91002, (9, 10, 2)), (91100, (9, 11, 0)), (92400, (9, 24, 0)),
+                                            (8907, (8, 9, 7)), (None, None), (0, None)])
+def test_cudnn_version_numbers_are_read_as_cudnn_writes_them(number, version):
+    assert doctor.cudnn_version(number) == version
+
+
+@pytest.mark.parametrize("capability,version,ok", [
+    (GTX_1080, (9, 10, 2), True), (GTX_1080, (9, 11, 0), False), (GTX_1080, (9, 24, 0), False),
+    ((7, 0), (9, 11, 0), False), ((7, 0), (8, 9, 7), True), ((7, 5), (9, 24, 0), True),
+    (H200, (9, 24, 0), True), (GTX_1080, None, True)])
+def test_cudnn_supports_old_gpus_up_to_9_10(capability, version, ok):
+    assert doctor.cudnn_supports(capability, version) is ok
+
+
+def fake_cudnn(monkeypatch, number):
+    monkeypatch.setattr(torch.backends.cudnn, "is_available", lambda: number is not None)
+    monkeypatch.setattr(torch.backends.cudnn, "version", lambda: number)
+
+
+def test_a_cudnn_without_kernels_for_the_card_is_a_problem_to_fix(monkeypatch, capsys, no_device_checks):
+    fake_gpu(monkeypatch, "NVIDIA GeForce GTX 1080", GTX_1080, CU126, "12.6")
+    fake_cudnn(monkeypatch, 91300)
+    assert doctor.main([]) == doctor.BROKEN
+    out = capsys.readouterr().out
+    assert "[FAIL] cuDNN: cuDNN 9.13.0 has no kernels for this GPU (sm_61)" in out
+    assert "pip install nvidia-cudnn-cu12==9.10.2.21" in out.split("To fix:")[1]
+    fake_cudnn(monkeypatch, 91002)
+    assert doctor.main([]) == doctor.OK
+    assert "[  ok] cuDNN: 9.10.2, has kernels for sm_61" in capsys.readouterr().out
+
+
+def test_without_a_gpu_the_cudnn_line_says_what_a_gtx_1080_would_need(monkeypatch, capsys, no_device_checks):
+    fake_gpu(monkeypatch, None, None, CU130, "13.0")
+    fake_cudnn(monkeypatch, 92400)
+    assert doctor.main([]) == doctor.NO_GPU
+    assert "[info] cuDNN: 9.24.0; a GTX 1080-class GPU (sm_61) would need cuDNN 9.10" in capsys.readouterr().out

@@ -19,7 +19,7 @@ import torch
 
 from emulation.harness import (EmulationError, Launch, LaunchRuleError, Program, barrier_sites, cooperative,
                                missing_tool, parse_kernels, prebuild, require, to_cpp, without_barrier)
-from nsa_fast.blend.cuda import MEDIAN_BLOCK, SOR_BLOCK_THREADS, SWEEP_BLOCK
+from nsa_fast.blend.cuda import BLOCK_THREADS, MEDIAN_BLOCK
 from nsa_fast.blend.kernels import KERNELS, kernel_dir, kernel_source
 from nsa_fast.blend.solvers import dst_solve, jacobi_solve, sor_omega, sor_solve
 from nsa_fast.median import disk_median
@@ -62,11 +62,6 @@ def _i32(*values):
     return tuple(np.int32(v) for v in values)
 
 
-def _stencil_grid(R, K, planes):
-    bx, by = SWEEP_BLOCK
-    return (-(-K // bx), -(-R // by), planes), (bx, by, 1)
-
-
 def _items_channels(small: bool):
     return (2, 1) if small else (3, 2)
 
@@ -86,39 +81,24 @@ class Scenario:
         return f"{np.count_nonzero(got != self.want)} of {got.size} values differ from the torch twin"
 
 
-def jacobi_scenario(small: bool) -> Scenario:
+def jacobi_scenario(small: bool, in_shared: int, iterations: int | None = None) -> Scenario:
     rhs, guess, sizes = _problem(0, *_items_channels(small))
-    it = 3 if small else 41
+    it = iterations or (3 if small else 41)
     B, C, R, K = rhs.shape
-    u, u_new = guess.copy(), np.zeros_like(guess)
-    grid, block = _stencil_grid(R, K, B * C)
-    launches, a, b = [], u, u_new
-    for _ in range(it):
-        launches.append(Launch("jacobi_sweep", grid, block, (a, b, rhs, sizes, *_i32(C, R, K))))
-        a, b = b, a
+    u, scratch = guess.copy(), np.zeros_like(guess)
+    launches = [Launch("jacobi_block", (B * C,), (BLOCK_THREADS,),
+                       (u, scratch, rhs, sizes, *_i32(C, R, K, it, in_shared)), shared_mem=in_shared * 2 * R * K * 4)]
     want = jacobi_solve(torch.from_numpy(rhs), torch.from_numpy(guess), sizes, iterations=it).numpy()
-    return Scenario(launches, lambda: a, want)  # after the last swap, a holds the last sweep
-
-
-def sor_half_scenario(small: bool) -> Scenario:
-    rhs, guess, sizes = _problem(1, *_items_channels(small))
-    it = 2 if small else 30
-    B, C, R, K = rhs.shape
-    u, omega = guess.copy(), sor_omega(sizes)
-    grid, block = _stencil_grid(R, K, B * C)
-    launches = [Launch("sor_half_sweep", grid, block, (u, rhs, sizes, omega, *_i32(C, R, K, colour)))
-                for _ in range(it) for colour in (0, 1)]
-    want = sor_solve(torch.from_numpy(rhs), torch.from_numpy(guess), sizes, iterations=it).numpy()
     return Scenario(launches, lambda: u, want)
 
 
-def sor_block_scenario(small: bool) -> Scenario:
+def sor_scenario(small: bool, in_shared: int) -> Scenario:
     rhs, guess, sizes = _problem(1, *_items_channels(small))
     it = 3 if small else 30
     B, C, R, K = rhs.shape
     u, omega = guess.copy(), sor_omega(sizes)
-    launches = [Launch("sor_block", (B * C,), (SOR_BLOCK_THREADS,), (u, rhs, sizes, omega, *_i32(C, R, K, it)),
-                       shared_mem=R * K * 4)]
+    launches = [Launch("sor_block", (B * C,), (BLOCK_THREADS,), (u, rhs, sizes, omega, *_i32(C, R, K, it, in_shared)),
+                       shared_mem=in_shared * R * K * 4)]
     want = sor_solve(torch.from_numpy(rhs), torch.from_numpy(guess), sizes, iterations=it).numpy()
     return Scenario(launches, lambda: u, want)
 
@@ -138,31 +118,56 @@ def median_scenario(small: bool) -> Scenario:
     return Scenario(launches, lambda: out, want)
 
 
-SCENARIOS = {"jacobi_sweep": jacobi_scenario, "sor_half_sweep": sor_half_scenario,
-             "sor_block": sor_block_scenario, "median_disk": median_scenario}
+# scenario -> (kernel, how to build it); the block kernels once with the plane in shared memory
+# and once in global memory, as cuda.py launches them for small and large planes
+SCENARIOS = {
+    "jacobi_block/shared": ("jacobi_block", lambda small: jacobi_scenario(small, 1)),
+    "jacobi_block/global": ("jacobi_block", lambda small: jacobi_scenario(small, 0)),
+    "sor_block/shared": ("sor_block", lambda small: sor_scenario(small, 1)),
+    "sor_block/global": ("sor_block", lambda small: sor_scenario(small, 0)),
+    "median_disk": ("median_disk", median_scenario),
+}
 FILE_OF = {k: f for f, names in KERNELS.items() for k in names}
+
+
+def _scenario(name: str, small: bool) -> Scenario:
+    return SCENARIOS[name][1](small)
+
+
+def _file(name: str) -> str:
+    return FILE_OF[SCENARIOS[name][0]]
 
 
 def test_every_kernel_has_a_scenario():
     assert sorted(p.name for p in kernel_dir().glob("*.cu")) == sorted(KERNELS)
     for filename, names in KERNELS.items():
         assert sorted(parse_kernels(kernel_source(filename))) == sorted(names), filename
-    assert sorted(SCENARIOS) == sorted(FILE_OF)
+    assert sorted({kernel for kernel, _ in SCENARIOS.values()}) == sorted(FILE_OF)
 
 
-@pytest.mark.parametrize("kernel", sorted(SCENARIOS))
-def test_emulated_kernel_equals_torch_twin(programs, kernel):
-    s = SCENARIOS[kernel](small=False)
-    programs[FILE_OF[kernel]].run(s.launches)
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_emulated_kernel_equals_torch_twin(programs, name):
+    s = _scenario(name, small=False)
+    programs[_file(name)].run(s.launches)
     assert s.mismatch() is None, s.mismatch()
+
+
+@pytest.mark.parametrize("iterations", [1, 2])
+def test_jacobi_in_global_memory_ends_in_u_after_odd_and_even_sweeps(programs, iterations):
+    """After an odd number of sweeps the last one sits in the scratch plane; the kernel copies it
+    back, so u holds the solve in both modes."""
+    for in_shared in (0, 1):
+        s = jacobi_scenario(True, in_shared, iterations)
+        programs["poisson_iter.cu"].run(s.launches)
+        assert s.mismatch() is None, (in_shared, s.mismatch())
 
 
 def test_emulated_sor_block_converges_to_the_direct_solve(programs):
     rhs, guess, sizes = _problem(2, B=3, C=1, R=15, K=19)
     B, C, R, K = rhs.shape
     u = guess.copy()
-    programs["poisson_iter.cu"].run([Launch("sor_block", (B * C,), (SOR_BLOCK_THREADS,),
-                                            (u, rhs, sizes, sor_omega(sizes), *_i32(C, R, K, 80)), R * K * 4)])
+    programs["poisson_iter.cu"].run([Launch("sor_block", (B * C,), (BLOCK_THREADS,),
+                                            (u, rhs, sizes, sor_omega(sizes), *_i32(C, R, K, 80, 1)), R * K * 4)])
     exact = dst_solve(torch.from_numpy(rhs), torch.from_numpy(guess), sizes).numpy()
     assert np.abs(u - exact).max() < 1e-2
 
@@ -174,25 +179,25 @@ def _first_report(stderr: str) -> str:
     return "\n".join(stderr.split("SUMMARY:")[0].splitlines()[:40])
 
 
-@pytest.mark.parametrize("kernel", sorted(SCENARIOS))
-def test_threadsanitizer_finds_no_race(kernel):
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_threadsanitizer_finds_no_race(name):
     """Every kernel, the block kernels with their barriers and shared memory above all, under
     ThreadSanitizer: no race, and still the twin's bits."""
     require("thread")
-    s = SCENARIOS[kernel](small=True)
-    run = _program(FILE_OF[kernel]).run_driver(s.launches, "thread")
-    assert not run.reported, f"ThreadSanitizer found a race in {kernel}:\n{_first_report(run.stderr)}"
+    s = _scenario(name, small=True)
+    run = _program(_file(name)).run_driver(s.launches, "thread")
+    assert not run.reported, f"ThreadSanitizer found a race in {name}:\n{_first_report(run.stderr)}"
     assert s.mismatch() is None, s.mismatch()
 
 
-@pytest.mark.parametrize("kernel", sorted(SCENARIOS))
-def test_addresssanitizer_finds_no_overrun(kernel):
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_addresssanitizer_finds_no_overrun(name):
     """Every array a kernel gets is an allocation of exactly its size in the driver: reading or
     writing beyond it, as CUDA's illegal addresses, is an AddressSanitizer report."""
     require("address")
-    s = SCENARIOS[kernel](small=True)
-    run = _program(FILE_OF[kernel]).run_driver(s.launches, "address")
-    assert not run.reported, f"AddressSanitizer in {kernel}:\n{run.stderr[-3000:]}"
+    s = _scenario(name, small=True)
+    run = _program(_file(name)).run_driver(s.launches, "address")
+    assert not run.reported, f"AddressSanitizer in {name}:\n{run.stderr[-3000:]}"
     assert s.mismatch() is None, s.mismatch()
 
 
@@ -215,10 +220,10 @@ def test_removing_a_barrier_is_caught(filename, kernel, site):
     ThreadSanitizer reports a race or the result differs from the twin."""
     require("thread")
     program = _program(filename, without_barrier(kernel_source(filename), site))
-    names = [kernel] if kernel else [k for k in SCENARIOS if FILE_OF[k] == filename]
+    names = [k for k, (owner, _) in SCENARIOS.items() if owner == kernel or (kernel is None and _file(k) == filename)]
     caught = []
     for name in names:
-        s = SCENARIOS[name](small=True)
+        s = _scenario(name, small=True)
         run = program.run_driver(s.launches, "thread")
         caught.append(run.reported or s.mismatch() is not None)
     assert any(caught), f"{filename}: removing the __syncthreads() at {site} went unnoticed in {names}"
@@ -335,7 +340,7 @@ def test_in_process_runs_refuse_writes_beyond_their_memory(probes):
 def test_signatures_and_barriers_are_read_from_the_source():
     source = kernel_source("poisson_iter.cu")
     kernels = parse_kernels(source)
-    assert [k for k in kernels if cooperative(source, kernels[k], kernels)] == ["sor_block"]
+    assert [k for k in kernels if cooperative(source, kernels[k], kernels)] == ["jacobi_block", "sor_block"]
     median = parse_kernels(kernel_source("median_disk.cu"))["median_disk"]
     assert [(p.ctype, p.pointer, str(p.dtype)) for p in median.params] == [
         ("const short* __restrict__", True, "int16"), ("short* __restrict__", True, "int16"),
@@ -363,10 +368,12 @@ def test_cuda_solvers_equal_torch_twins():
                                   jacobi_solve(r, g, sizes, 41).numpy())
     np.testing.assert_array_equal(sor_solve_cuda(r.cuda(), g.cuda(), sizes, 30).cpu().numpy(),
                                   sor_solve(r, g, sizes, 30).numpy())
-    big = _problem(5, R=120, K=130)  # too large for shared memory: the half-sweep kernels
+    big = _problem(5, R=120, K=130)  # too large for shared memory: the planes stay in global memory
     r, g = torch.from_numpy(big[0]), torch.from_numpy(big[1])
     np.testing.assert_array_equal(sor_solve_cuda(r.cuda(), g.cuda(), big[2], 12).cpu().numpy(),
                                   sor_solve(r, g, big[2], 12).numpy())
+    np.testing.assert_array_equal(jacobi_solve_cuda(r.cuda(), g.cuda(), big[2], 13).cpu().numpy(),
+                                  jacobi_solve(r, g, big[2], 13).numpy())
 
 
 @pytest.mark.cuda

@@ -321,38 +321,60 @@ def test_label_for_preset_takes_the_presets_parameters():
 
 
 @pytest.mark.parametrize("uses_intensity", [False, True])
-def test_label_batch_passes_the_documented_maps(monkeypatch, uses_intensity):
-    """label_batch: the disk median gets the int16 map dsum * B; finish gets B as float64 0/1 and I
-    None unless the type uses it (the contract of LabelType)."""
-    from nsa_fast.labels import label_batch
+@pytest.mark.parametrize("uses_factor", [False, True])
+def test_label_batch_looks_the_labels_up_in_a_table_of_finish(monkeypatch, uses_intensity, uses_factor):
+    """label_batch: the disk median gets the int16 map dsum * B; the label of a pixel is the table
+    entry of its sample (types that use the factor), its B and its median m, and the table holds
+    finish(np, B, m / C, f) in float64 rounded to float32, as make_label computes it."""
+    from nsa_fast.labels import label_batch, label_table
     from nsa_fast.median import disk_median
 
     monkeypatch.setattr(labels, "LABEL_TYPES", dict(LABEL_TYPES))
     seen = {}
 
     def finish(xp, b, i, f, lab):
-        seen.update(xp=xp, b=b, i=i)
-        return b * f
+        assert xp is np
+        return b * (f if uses_factor else 0.7) * (1.0 if i is None else np.sqrt(i) / 3.0) + (0 if i is None else 0.001 * i)
 
     def median(x):
         seen["median_in"] = x
         return torch.from_numpy(np.stack([disk_median(m, 5) for m in x.numpy()]))
 
-    kind = labels.register(LabelType("probe", finish, labels._binary_reference, uses_intensity=uses_intensity))
+    kind = labels.register(LabelType("probe", finish, labels._binary_reference, uses_intensity=uses_intensity,
+                                     uses_factor=uses_factor))
+    table = label_table(Label(kind), np.array([0.5, 0.25], np.float32), 3)
+    M = 766 if uses_intensity else 1
+    assert table.dtype == np.float32 and table.shape == (2 if uses_factor else 1, 2, M)
+    m = np.arange(M) / 3.0 if uses_intensity else None
+    for row, f in enumerate([0.5, 0.25] if uses_factor else [1.0]):
+        for b in (0, 1):
+            want = np.broadcast_to(finish(np, np.float64(b), m, f, None), (M,)).astype(np.float32)
+            assert want.any() == bool(b or uses_intensity)
+            np.testing.assert_array_equal(table[row, b], want)
     orig = torch.full((2, 32, 32, 3), 100, dtype=torch.uint8)
     res = orig.clone()
     res[:, 5:25, 5:25] = 130   # change 30 per channel: dsum 90
     region = torch.ones((2, 32, 32), dtype=torch.bool)
-    out = label_batch(res, orig, region, Label(kind), torch.tensor([0.5, 0.25]), median)
-    b = seen["b"]
-    assert seen["xp"] is torch and b.dtype == torch.float64 and set(b.unique().tolist()) == {0.0, 1.0}
-    assert out.dtype == torch.float32 and out[1, 15, 15] == 0.25
+    out = label_batch(res, orig, region, Label(kind), torch.from_numpy(table), median)
+    assert out.dtype == torch.float32 and out.shape == (2, 32, 32)
+    for i, f in enumerate((0.5, 0.25)):
+        want = make_label(res[i].numpy(), orig[i].numpy(), region[i].numpy(), Label(kind), factor=f if uses_factor else 1.0)
+        np.testing.assert_array_equal(out[i].numpy(), want)
+    assert out[1, 15, 15] == np.float32(finish(np, 1.0, 30.0 if uses_intensity else None,
+                                               0.25 if uses_factor else 1.0, None))
     if uses_intensity:
         x = seen["median_in"]
-        assert x.dtype == torch.int16 and torch.equal(x, (90 * b).to(torch.int16))
-        assert seen["i"][0, 15, 15] == 30.0
+        assert x.dtype == torch.int16 and set(x.unique().tolist()) == {0, 90}
     else:
-        assert seen["i"] is None and "median_in" not in seen
+        assert "median_in" not in seen
+
+
+def test_a_type_that_says_it_ignores_the_factor_must_ignore_it(monkeypatch):
+    monkeypatch.setattr(labels, "LABEL_TYPES", dict(LABEL_TYPES))
+    with pytest.raises(ValueError, match="'scaled' changes with the factor f; register it with uses_factor=True"):
+        labels.register(LabelType("scaled", labels._continuous, labels._continuous_reference, uses_factor=False))
+    assert "scaled" not in labels.label_names()
+    assert [n for n, k in LABEL_TYPES.items() if k.uses_factor] == ["continuous"]
 
 
 @pytest.mark.parametrize("uses_intensity", [False, True])

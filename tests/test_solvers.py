@@ -138,30 +138,62 @@ def test_interior_mask_and_pass_through():
     assert isinstance(as_interior(np.array([[1, 1]]), CPU), Interior)
 
 
-def test_dst_matrices_of_every_device_agree(monkeypatch):
-    """The GPU branch computes the DST-I matrices anew in float64; the CPU one caches float32 copies."""
-    monkeypatch.setattr(solvers, "_CPU_DST", {})   # computed here, not inherited from earlier tests
-    n = Interior.from_host([[3, 5], [6, 2]], CPU)
-    for axis in (0, 1):
-        cpu = solvers._dst_on(n, axis, 7, CPU)
-        other = solvers._dst_on(n, axis, 7, torch.device("meta"))
-        assert other.dtype == torch.float64 and cpu.dtype == torch.float32
-        assert cpu.shape == other.shape == (2, 1, 7, 7)
-        torch.testing.assert_close(cpu.double(), other, rtol=0, atol=1e-6)
-        # DST-I is its own inverse up to (n + 1) / 2
-        for b, k in enumerate(n.host[:, axis]):
-            s = other[b, 0, :k, :k].numpy()
-            np.testing.assert_allclose(s @ s, (k + 1) / 2 * np.eye(k), atol=1e-9)
-            assert not other[b, 0, k:].any() and not other[b, 0, :, k:].any()
+def test_dst_matrices_are_float32_roundings_gathered_from_one_table_per_device(monkeypatch):
+    """The DST-I matrices come from a float32 table of sines computed once in float64 on the host:
+    each entry is the float32 rounding of sin(pi (i+1)(k+1) / (n+1)), zero beyond the item's size,
+    on the CPU and on a device alike; the table reaches a device once and grows in steps."""
+    from fake_device import DEVICE, FakeDevice, host_data
+
+    monkeypatch.setattr(solvers, "_TABLES", {})
+    n = torch.tensor([3, 6, 1, 70])
+    N = 71
+    sin_table, eig_table = solvers._trig_tables(N, CPU)
+    assert sin_table.dtype == eig_table.dtype == torch.float32 and eig_table.shape[1] == solvers.TABLE_STEP
+    got = solvers._dst_matrices(n, N, sin_table)
+    i = np.arange(1, N + 1, dtype=np.float64)
+    for b, k in enumerate(n.tolist()):
+        want = np.sin(np.pi * np.outer(i[:k], i[:k]) / (k + 1))
+        np.testing.assert_array_equal(got[b, :k, :k].numpy(), torch.from_numpy(want).float().numpy())
+        assert not got[b, k:].any() and not got[b, :, k:].any()
+        s = got[b, :k, :k].double().numpy()  # DST-I is its own inverse up to (n + 1) / 2
+        np.testing.assert_allclose(s @ s, (k + 1) / 2 * np.eye(k), atol=1e-4)
+    with FakeDevice() as dev:
+        on_device = solvers._dst_matrices(n.to(DEVICE), N, solvers._trig_tables(N, DEVICE)[0])
+        assert dev.h2d == 3  # the sizes, and the two tables, once
+        solvers._trig_tables(N, DEVICE)
+        assert dev.h2d == 3
+        solvers._trig_tables(solvers.TABLE_STEP + 1, DEVICE)  # a larger size: the tables grow once
+        assert dev.h2d == 5 and solvers._TABLES[DEVICE][1].shape[1] == 2 * solvers.TABLE_STEP
+    assert torch.equal(host_data(on_device), got)
 
 
-def test_the_cpu_dst_cache_stays_bounded(monkeypatch):
-    monkeypatch.setattr(solvers, "_CPU_DST", {})
-    monkeypatch.setattr(solvers, "_CPU_DST_MAX", 3)
-    for k in range(1, 8):
-        rhs, guess, sizes, want = problem(k, [(k, 2)], 8, 2, C=1)
-        np.testing.assert_allclose(dst_solve(rhs, guess, sizes).numpy(), want, rtol=0, atol=2e-4)
-        assert len(solvers._CPU_DST) <= 3
+def test_eigenvalues_are_float32_roundings_of_the_float64_cosines():
+    _, eig = solvers._trig_host(16)
+    i = np.arange(1, 17)
+    for n in (3, 7, 16):
+        want = (2.0 * np.cos(np.pi * i / (n + 1.0))).astype(np.float32)
+        np.testing.assert_array_equal(eig[n].numpy(), want)
+
+
+@pytest.mark.parametrize("legacy,precision,parent,tf32", [
+    (False, "ieee", "tf32", False), (False, "tf32", "ieee", True), (False, "none", "tf32", True),
+    (False, "none", "ieee", False), (True, None, None, True), (True, None, None, False)])
+def test_products_leave_float32_only_when_the_process_allows_tf32(monkeypatch, legacy, precision, parent, tf32):
+    """The direct solve multiplies in float32 on a GPU, in float64 only where this process lets
+    cuBLAS take float32 products in TF32 (10 mantissa bits), read through the API torch offers."""
+    class Matmul:
+        pass
+
+    matmul = Matmul()
+    if legacy:
+        matmul.allow_tf32 = tf32
+    else:
+        matmul.fp32_precision = precision
+        monkeypatch.setattr(torch.backends, "fp32_precision", parent, raising=False)
+    monkeypatch.setattr(torch.backends.cuda, "matmul", matmul)
+    assert solvers.tf32_products() is tf32
+    assert solvers.product_dtype(torch.device("cuda", 0)) == (torch.float64 if tf32 else torch.float32)
+    assert solvers.product_dtype(CPU) == torch.float32
 
 
 def test_pick_solver():
@@ -186,19 +218,11 @@ def test_dst_solve_of_single_rows_and_columns():
         np.testing.assert_allclose(dst_solve(rhs, guess, sizes).numpy(), want, rtol=0, atol=2e-4)
 
 
-def test_eigenvalues_are_float32_roundings_of_the_float64_cosines():
-    n = torch.tensor([3, 7, 100])
-    got = solvers._eigen(n, 12)
-    assert got.dtype == torch.float32 and got.shape == (3, 12)
-    i = np.arange(1, 13)
-    want = (2.0 * np.cos(np.pi * i[None] / (n.numpy()[:, None] + 1.0))).astype(np.float32)
-    np.testing.assert_array_equal(got.numpy(), want)
-
-
 @pytest.mark.parametrize("name", ["dst", "jacobi", "sor"])
-def test_solvers_keep_tensors_on_their_device_and_return_float32(name):
+def test_solvers_keep_tensors_on_their_device_and_return_float32(name, monkeypatch):
     """On a device other than the CPU (``meta``: shapes and dtypes only, as on a GPU) every tensor
     a solver makes lives there, and the result is float32 even where products run in float64."""
+    monkeypatch.setattr(solvers, "_TABLES", {})  # tests/fake_device.py's tensors also call themselves meta
     rhs, guess, sizes, _ = problem(6, [(3, 4), (5, 2)], 5, 4, C=2)
     meta = torch.device("meta")
     got = SOLVERS[name](rhs.to(meta), guess.to(meta), sizes, **({} if name == "dst" else {"iterations": 2}))

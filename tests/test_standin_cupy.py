@@ -80,21 +80,28 @@ def _median_twin(x: torch.Tensor) -> np.ndarray:
 # --- the stand-in's rules --------------------------------------------------------------------
 
 
+def _sweep_args(cp, u, scratch, rhs, sizes, R=6, K=9):
+    """jacobi_block's arguments for one sweep of one 1-channel plane in global memory."""
+    return (cp.from_dlpack(u), cp.from_dlpack(scratch), cp.from_dlpack(rhs),
+            cp.from_dlpack(torch.from_numpy(sizes.astype(np.int32))), np.int32(1), np.int32(R), np.int32(K),
+            np.int32(1), np.int32(0))
+
+
 @pytest.fixture
 def sweep(cp):
-    """jacobi_sweep of the real source and a one-sweep problem: (kernel, args, twin's answer)."""
+    """jacobi_block of the real source and a one-sweep problem: (kernel, args, u, twin's answer);
+    the kernel writes its answer into u, which starts as -1 where the twin's answer is not."""
     mod = cp.RawModule(code=kernel_source("poisson_iter.cu"))
     rhs, guess, sizes = _problem(7, B=1, C=1, R=6, K=9)
-    u_new = torch.full_like(guess, -1.0)
-    args = (cp.from_dlpack(guess), cp.from_dlpack(u_new), cp.from_dlpack(rhs),
-            cp.from_dlpack(torch.from_numpy(sizes.astype(np.int32))), np.int32(1), np.int32(6), np.int32(9))
+    u = torch.full_like(guess, -1.0)
+    args = _sweep_args(cp, u, torch.zeros_like(u), rhs, sizes)
     with cp.cuda.Device(0):
         mod.compile()
-        f = mod.get_function("jacobi_sweep")
-    return f, args, u_new, jacobi_solve(rhs, guess, sizes, iterations=1)
+        f = mod.get_function("jacobi_block")
+    return f, args, u, jacobi_solve(rhs, torch.full_like(guess, -1.0), sizes, iterations=1)
 
 
-def _launch(cp, f, args, grid=(1, 1, 1), block=(32, 8, 1), shared_mem=0, device=True, stream=STREAM):
+def _launch(cp, f, args, grid=(1, 1, 1), block=(256, 1, 1), shared_mem=0, device=True, stream=STREAM):
     if not device:
         with cp.cuda.Stream.from_external(_Protocol(stream)):
             return f(grid, block, args, shared_mem=shared_mem)
@@ -110,7 +117,7 @@ def test_a_launch_by_the_rules_runs_the_kernel(cp, sweep):
     _launch(cp, f, args)
     assert torch.equal(u_new, want)
     (rec,) = cp.launches
-    assert (rec.kernel, rec.grid, rec.block) == ("jacobi_sweep", (1, 1, 1), (32, 8, 1))
+    assert (rec.kernel, rec.grid, rec.block) == ("jacobi_block", (1, 1, 1), (256, 1, 1))
     assert (rec.device, rec.stream) == (0, STREAM)
 
 
@@ -122,8 +129,8 @@ BROKEN_ARGS = {
     "a Python int for int": (_arg(4, 1), "Python int, which CuPy passes as 8 bytes"),
     "an int64 for int": (_arg(4, np.int64(1)), "numpy scalar of int32, got int64"),
     "a float32 for int": (_arg(6, np.float32(9)), "numpy scalar of int32, got float32"),
-    "a missing argument": (lambda cp, args: args[:-1], "takes 7 arguments"),
-    "one argument too many": (lambda cp, args: args + (np.int32(0),), "takes 7 arguments"),
+    "a missing argument": (lambda cp, args: args[:-1], "takes 9 arguments"),
+    "one argument too many": (lambda cp, args: args + (np.int32(0),), "takes 9 arguments"),
     "float64 for float*": (_arg(2, lambda cp, a: cp.from_dlpack(torch.zeros(1, 1, 6, 9, dtype=torch.float64))),
                            "points to float32, got an array of float64"),
     "int64 for int*": (_arg(3, lambda cp, a: cp.from_dlpack(torch.tensor([[6, 9]]))), "points to int32"),
@@ -211,13 +218,13 @@ def _only(cp, kernel):
     return cp.launches
 
 
-def test_jacobi_solve_cuda_equals_its_twin(cp):
+def test_jacobi_solve_cuda_equals_its_twin_in_one_launch(cp):
     rhs, guess, sizes = _problem(4)
     got = cuda.jacobi_solve_cuda(rhs, guess, sizes, 41)
     assert torch.equal(got, jacobi_solve(rhs, guess, sizes, 41))
-    launches = _only(cp, "jacobi_sweep")
-    assert len(launches) == 41 and {r.block for r in launches} == {(*cuda.SWEEP_BLOCK, 1)}
-    assert launches[0].grid == (1, 3, 6)
+    (rec,) = _only(cp, "jacobi_block")  # all 41 sweeps in one launch, one block a plane
+    assert (rec.grid, rec.block, rec.shared_mem) == ((6, 1, 1), (cuda.BLOCK_THREADS, 1, 1), 2 * 23 * 31 * 4)
+    assert [int(a) for a in rec.args[-5:]] == [2, 23, 31, 41, 1]  # C, R, K, sweeps, two planes in shared memory
     cuda.jacobi_solve_cuda(rhs, guess, sizes, 1)
     assert len(cp.modules) == 1  # compiled once per device and file
 
@@ -227,16 +234,18 @@ def test_sor_solve_cuda_in_shared_memory_equals_its_twin(cp):
     got = cuda.sor_solve_cuda(rhs, guess, sizes, 30)
     assert torch.equal(got, sor_solve(rhs, guess, sizes, 30))
     (rec,) = _only(cp, "sor_block")
-    assert (rec.grid, rec.block, rec.shared_mem) == ((10, 1, 1), (cuda.SOR_BLOCK_THREADS, 1, 1), 23 * 31 * 4)
+    assert (rec.grid, rec.block, rec.shared_mem) == ((10, 1, 1), (cuda.BLOCK_THREADS, 1, 1), 23 * 31 * 4)
+    assert [int(a) for a in rec.args[-2:]] == [30, 1]
 
 
-def test_sor_solve_cuda_beyond_shared_memory_equals_its_twin(cp):
+@pytest.mark.parametrize("solver,twin,iterations", [(cuda.sor_solve_cuda, sor_solve, 8),
+                                                    (cuda.jacobi_solve_cuda, jacobi_solve, 7)])
+def test_solves_beyond_shared_memory_run_in_global_memory_in_one_launch(cp, solver, twin, iterations):
     rhs, guess, sizes = _problem(6, B=2, C=1, R=100, K=125)  # 50000 bytes a plane: over 48 KiB
-    got = cuda.sor_solve_cuda(rhs, guess, sizes, 8)
-    assert torch.equal(got, sor_solve(rhs, guess, sizes, 8))
-    launches = _only(cp, "sor_half_sweep")
-    assert len(launches) == 16 and launches[0].grid == (4, 13, 2)
-    assert [int(r.args[-1]) for r in launches[:4]] == [0, 1, 0, 1]  # colours alternate
+    got = solver(rhs, guess, sizes, iterations)
+    assert torch.equal(got, twin(rhs, guess, sizes, iterations))
+    (rec,) = cp.launches
+    assert rec.grid == (2, 1, 1) and rec.shared_mem == 0 and int(rec.args[-1]) == 0
 
 
 def test_disk_median_cuda_equals_its_twin(cp):
@@ -272,27 +281,26 @@ def test_no_iterations_and_empty_maps_launch_nothing(cp, iterations):
     assert not cp.launches
 
 
-def test_planes_beyond_the_grid_are_split(cp, monkeypatch):
-    """With the grid's z extent cut to 4, every launch stays within it and the result is the twin's."""
+def test_median_maps_beyond_the_grid_are_split(cp, monkeypatch):
+    """With the grid's z extent cut to 4, every median launch stays within it and the result is the
+    twin's; the solvers put planes along x (2^31 - 1 blocks) and take one launch whatever z allows."""
     monkeypatch.setattr(cuda, "MAX_GRID_YZ", 4)
-    rhs, guess, sizes = _problem(11, B=5, C=2, R=12, K=14)
-    assert torch.equal(cuda.jacobi_solve_cuda(rhs, guess, sizes, 3), jacobi_solve(rhs, guess, sizes, 3))
-    assert [r.grid[2] for r in cp.launches] == [4] * 3 + [4] * 3 + [2] * 3
-    cp.reset()
-    assert torch.equal(cuda.sor_solve_cuda(rhs, guess, sizes, 5), sor_solve(rhs, guess, sizes, 5))
-    assert [r.grid[0] for r in cp.launches] == [4, 4, 2]
-    cp.reset()
     x = _maps(12, P=9, H=20, W=17)
     np.testing.assert_array_equal(cuda.disk_median_cuda(x).numpy(), _median_twin(x))
     assert [r.grid[2] for r in cp.launches] == [4, 4, 1]
+    cp.reset()
+    rhs, guess, sizes = _problem(11, B=5, C=2, R=12, K=14)
+    assert torch.equal(cuda.jacobi_solve_cuda(rhs, guess, sizes, 3), jacobi_solve(rhs, guess, sizes, 3))
+    assert torch.equal(cuda.sor_solve_cuda(rhs, guess, sizes, 5), sor_solve(rhs, guess, sizes, 5))
+    assert [r.grid for r in cp.launches] == [(10, 1, 1), (10, 1, 1)]
 
 
-def test_65536_planes_take_two_launches(cp):
+def test_65536_planes_take_one_solver_launch_and_two_median_launches(cp):
     """At the real limit (checked and logged, not run): 65537 one-cell planes."""
     cp.execute = False
     rhs = torch.zeros(65537, 1, 1, 2)
     cuda.jacobi_solve_cuda(rhs, rhs, np.ones((65537, 2), np.int64) * [1, 2], 1)
-    assert [r.grid for r in cp.launches] == [(1, 1, 65535), (1, 1, 2)]
+    assert [r.grid for r in cp.launches] == [(65537, 1, 1)]
     cp.reset()
     cp.execute = False
     cuda.disk_median_cuda(torch.zeros(65537, 2, 3, dtype=torch.int16))
@@ -395,31 +403,26 @@ def test_launch_checks_the_shared_memory_it_passes_and_passes_none_by_default():
     assert len(calls) == 1
 
 
-def test_grids_cover_sizes_one_past_a_block():
-    # 33 columns and 17 rows: one block and one more cell along each axis
-    assert cuda._stencil_grid(17, 33, 5) == ((2, 3, 5), (32, 8, 1))
-    assert cuda._stencil_grid(16, 32, 1) == ((1, 2, 1), (32, 8, 1))
-    assert cuda._plane_chunks(3, 40000) == [(0, 1), (1, 2), (2, 3)]  # an item never splits
-
-
-def test_stencil_and_median_grids_of_real_launches(cp):
+def test_block_and_median_grids_of_real_launches(cp):
     cp.execute = False  # checked and logged, not run
     rhs = torch.zeros(2, 3, 17, 33)
     cuda.jacobi_solve_cuda(rhs, rhs, np.array([[17, 33], [5, 5]]), 2)
     cuda.sor_solve_cuda(torch.zeros(2, 3, 97, 129), torch.zeros(2, 3, 97, 129), np.array([[97, 129], [5, 5]]), 1)
-    cuda.disk_median_cuda(torch.zeros(4, 17, 33, dtype=torch.int16))
+    cuda.disk_median_cuda(torch.zeros(4, 17, 33, dtype=torch.int16))  # one block and one more cell each way
     cuda.disk_median_cuda(torch.zeros(1, 16, 32, dtype=torch.int16))  # whole blocks: none extra
-    assert [(r.kernel, r.grid, r.shared_mem) for r in cp.launches] == [
-        ("jacobi_sweep", (2, 3, 6), 0), ("jacobi_sweep", (2, 3, 6), 0),
-        ("sor_half_sweep", (5, 13, 6), 0), ("sor_half_sweep", (5, 13, 6), 0),
-        ("median_disk", (3, 2, 4), 0), ("median_disk", (2, 1, 1), 0)]
+    assert [(r.kernel, r.grid, r.block, r.shared_mem) for r in cp.launches] == [
+        ("jacobi_block", (6, 1, 1), (256, 1, 1), 2 * 17 * 33 * 4), ("sor_block", (6, 1, 1), (256, 1, 1), 0),
+        ("median_disk", (3, 2, 4), (16, 16, 1), 0), ("median_disk", (2, 1, 1), (16, 16, 1), 0)]
 
 
-def test_a_plane_of_exactly_48_kib_runs_in_shared_memory(cp):
+@pytest.mark.parametrize("solver,planes,R,K", [(cuda.sor_solve_cuda, 1, 96, 128), (cuda.jacobi_solve_cuda, 2, 48, 128)])
+def test_planes_of_exactly_48_kib_run_in_shared_memory_and_4_bytes_more_do_not(cp, solver, planes, R, K):
     cp.execute = False
-    rhs = torch.zeros(1, 1, 96, 128)  # 96 * 128 * 4 = 49152 bytes
-    cuda.sor_solve_cuda(rhs, rhs, np.array([[96, 128]]), 3)
-    assert [(r.kernel, r.shared_mem) for r in cp.launches] == [("sor_block", 49152)]
+    for k, (shared, flag) in ((K, (49152, 1)), (K + 1, (0, 0))):  # 49152 bytes, then one column more
+        rhs = torch.zeros(1, 1, R, k)
+        solver(rhs, rhs, np.array([[R, k]]), 3)
+        assert (cp.launches[-1].shared_mem, int(cp.launches[-1].args[-1])) == (shared, flag)
+    assert planes * R * K * 4 == 49152
 
 
 @pytest.mark.parametrize("iterations", [1, 2, 3, None])
@@ -450,19 +453,17 @@ def test_the_stand_in_logs_a_launch_on_a_device_the_module_was_not_built_for(cp)
     with cp.cuda.Device(1):
         mod.compile()
     rhs, guess, sizes = _problem(20, B=1, C=1, R=6, K=9)
-    u_new = torch.zeros_like(guess)
-    args = (cp.from_dlpack(guess), cp.from_dlpack(u_new), cp.from_dlpack(rhs),
-            cp.from_dlpack(torch.from_numpy(sizes.astype(np.int32))), np.int32(1), np.int32(6), np.int32(9))
+    args = _sweep_args(cp, guess, torch.zeros_like(guess), rhs, sizes)
     with cp.cuda.Device(0):
-        f = mod.get_function("jacobi_sweep")  # CuPy loads the module on device 0 now
+        f = mod.get_function("jacobi_block")  # CuPy loads the module on device 0 now
     _launch(cp, f, args)
-    assert cp.lazy_compiles == [("jacobi_sweep", 0)] and mod.devices == {0, 1}
+    assert cp.lazy_compiles == [("jacobi_block", 0)] and mod.devices == {0, 1}
     # a kernel fetched on device 0 and launched on device 2: loaded there at launch
     with cp.cuda.Device(2), cp.cuda.Stream.from_external(_Protocol()):
-        f((1, 1, 1), (32, 8, 1), args)
-    assert cp.lazy_compiles[-1] == ("jacobi_sweep", 2) and mod.devices == {0, 1, 2}
+        f((1, 1, 1), (256, 1, 1), args)
+    assert cp.lazy_compiles[-1] == ("jacobi_block", 2) and mod.devices == {0, 1, 2}
     with pytest.raises(cp.LaunchRuleError, match="outside a cupy.cuda.Device context"):
-        mod.get_function("jacobi_sweep")
+        mod.get_function("jacobi_block")
     with pytest.raises(cp.LaunchRuleError, match=r"compile\(\) outside a cupy.cuda.Device context"):
         cp.RawModule(code=kernel_source("poisson_iter.cu")).compile()
     cp.lazy_compiles.clear()  # made on purpose here
@@ -522,11 +523,3 @@ def test_without_cupy_the_message_names_both_wheels(monkeypatch):
                                        r"which still supports Pascal\), or cupy-cuda13x on a CUDA 13 machine "
                                        r"\(Turing and newer\)\.$"):
         cuda.cupy()
-
-
-def test_sor_beyond_shared_memory_splits_its_planes_too(cp, monkeypatch):
-    monkeypatch.setattr(cuda, "MAX_GRID_YZ", 4)
-    cp.execute = False
-    rhs = torch.zeros(5, 2, 32, 385)  # 49280 bytes a plane; 4 rows of blocks fit the cut grid
-    cuda.sor_solve_cuda(rhs, rhs, np.tile([[32, 385]], (5, 1)), 1)
-    assert [r.grid[2] for r in cp.launches] == [4, 4, 4, 4, 2, 2]  # two colours a chunk of 2, 2 and 1 items

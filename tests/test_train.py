@@ -199,17 +199,84 @@ def test_gpu_blend_trains_on_cuda(demo_root, tmp_path, solver):
     assert state["step"] == 4 and json.loads((tmp_path / "config.json").read_text())["device"].startswith("cuda")
 
 
+def _resumed_and_uninterrupted(root, tmp_path, *common):
+    """(weights of a run of 2 epochs, of the same run stopped after 1 and resumed, their states)."""
+    assert train(root, tmp_path / "a", *common) == 0
+    assert train(root, tmp_path / "b", *common, "--stop-after", "1") == 0
+    assert "cuda" in checkpoint.load(tmp_path / "b" / "last.pt")["rng"]
+    assert train(root, tmp_path / "b", *common, "--resume") == 0
+    a, b = checkpoint.load(tmp_path / "a" / "last.pt"), checkpoint.load(tmp_path / "b" / "last.pt")
+    assert (a["epoch"], a["step"]) == (b["epoch"], b["step"]) == (1, 4)  # the same schedule
+    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"]
+    return a["model"], b["model"]
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("source", [("--workers", "0"), ("--workers", "2"), ("--synth", "device")])
-def test_cpu_made_batches_train_a_cuda_model_and_resume(demo_root, tmp_path, source):
-    # batches made on the CPU reach the GPU model; the checkpoint (CUDA RNG states included)
-    # resumes on the GPU
-    common = ("--epochs", "2", "--steps-per-epoch", "2", "--no-eval", "--device", "cuda", *source)
-    assert train(demo_root, tmp_path, *common, "--stop-after", "1") == 0
-    assert "cuda" in checkpoint.load(tmp_path / "last.pt")["rng"]
-    assert train(demo_root, tmp_path, *common, "--resume") == 0
-    state = checkpoint.load(tmp_path / "last.pt")
-    assert state["epoch"] == 1 and state["step"] == 4
+def test_cpu_made_batches_train_a_cuda_model_and_resume_to_a_tolerance(demo_root, tmp_path, source):
+    """Without --deterministic a GPU's atomics (cuDNN's weight gradients, the bilinear upsampling's
+    backward) make two runs differ in the last bits: a resumed run keeps the schedule and ends with
+    weights equal to the uninterrupted run's to a tolerance, not bit for bit."""
+    a, b = _resumed_and_uninterrupted(demo_root, tmp_path, "--epochs", "2", "--steps-per-epoch", "2", "--no-eval",
+                                      "--device", "cuda", *source)
+    for k in a:
+        torch.testing.assert_close(a[k].float(), b[k].float(), rtol=1e-3, atol=1e-4, msg=k)
+
+
+@pytest.mark.cuda
+def test_deterministic_resume_on_cuda_is_bit_for_bit(demo_root, tmp_path):
+    a, b = _resumed_and_uninterrupted(demo_root, tmp_path, "--epochs", "2", "--steps-per-epoch", "2", "--no-eval",
+                                      "--device", "cuda", "--synth", "device", "--deterministic")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_deterministic_sets_the_process_for_the_run_and_restores_it(demo_root, tmp_path, monkeypatch):
+    """--deterministic: deterministic algorithms (an op without one raises), cuDNN without
+    autotuning, cuBLAS's fixed workspace, the matrix-product upsampling; all restored after the
+    run. Without it the process keeps its settings on the CPU."""
+    from nsa_fast import train as trainer
+    from nsa_fast.model import MatmulUpsample
+
+    seen = []
+    real = trainer.train_epoch
+
+    def spy(model, *args, **kwargs):
+        seen.append((torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+                     torch.backends.cudnn.benchmark, os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+                     type(model.upsample).__name__))
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_epoch", spy)
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+              torch.backends.cudnn.benchmark)
+    common = ("--epochs", "1", "--steps-per-epoch", "1", "--no-eval", "--workers", "0")
+    assert train(demo_root, tmp_path / "d", *common, "--deterministic") == 0
+    assert seen == [(True, True, False, ":4096:8", MatmulUpsample.__name__)]
+    assert (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+            torch.backends.cudnn.benchmark) == before
+    assert train(demo_root, tmp_path / "n", *common) == 0
+    assert seen[1][0] is before[0] and seen[1][4] == "UpsamplingBilinear2d"
+    cfg = json.loads((tmp_path / "d" / "config.json").read_text())["config"]
+    assert cfg["deterministic"] is True
+    # the flag may change on --resume: it changes how, not what, the run computes
+    assert train(demo_root, tmp_path / "d", "--epochs", "2", "--steps-per-epoch", "1", "--no-eval", "--workers", "0",
+                 "--resume") == 0
+
+
+def test_the_matrix_upsampling_is_the_bilinear_one_to_rounding():
+    from nsa_fast.model import MatmulUpsample
+
+    x = torch.randn(2, 16, 28, 36, requires_grad=True)
+    ref = torch.nn.UpsamplingBilinear2d(scale_factor=2)(x)
+    got = MatmulUpsample()(x)
+    assert got.shape == ref.shape == (2, 16, 56, 72)
+    torch.testing.assert_close(got, ref, rtol=0, atol=2e-6)
+    g = torch.randn_like(ref)
+    (ga,) = torch.autograd.grad(ref, x, g)
+    (gb,) = torch.autograd.grad(got, x, g)
+    torch.testing.assert_close(gb, ga, rtol=0, atol=1e-5)
 
 
 def test_grayscale_trains_with_one_channel_end_to_end(demo_root, tmp_path):

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..labels import Label, label_batch
+from ..labels import Label, label_batch, label_table
 from ..sampler import POISSON_MODES, Plan, PlanBatch
 from ..transfer import DevicePack, HostPack
 from . import ops
@@ -33,52 +33,70 @@ class Batch:
     boxes: torch.Tensor
 
 
-def _linear_taps(n_out: int, lo: torch.Tensor, hi: torch.Tensor, size: torch.Tensor, clamp: bool):
-    """Source indices and 11-bit weights of cv2.INTER_LINEAR along one axis, per patch.
+def linear_taps(n_out: int, lo: np.ndarray, hi: np.ndarray, size: np.ndarray, clamp: bool):
+    """Source indices and 11-bit weights of cv2.INTER_LINEAR along one axis, per patch, on the host.
 
-    OpenCV computes the coordinate in double and rounds it to float, takes 1 - frac times 2048
-    rounded to the nearest integer as the first weight, and clamps the fraction to 0 outside the
-    source only along x (rows just fetch clamped neighbours with the unclamped weights).
+    lo, hi (P,): the source range along the axis; size (P,): the output length. OpenCV computes
+    the coordinate in double and rounds it to float, takes 1 - frac times 2048 rounded to the
+    nearest integer as the first weight, and clamps the fraction to 0 outside the source only
+    along x (rows just fetch clamped neighbours with the unclamped weights). The double
+    arithmetic stays on the host: a GPU computes float64 at 1/32 of its float32 rate. Returns
+    int32 (P, n_out) first and second source index and first weight.
     """
-    dev = lo.device
-    i = torch.arange(n_out, device=dev, dtype=torch.float64)[None]
-    n_in = (hi - lo)[:, None]
-    scale = 1.0 / (size.to(torch.float64)[:, None] / n_in.to(torch.float64))
-    coord = ((i + 0.5) * scale - 0.5).to(torch.float32)
-    i0 = coord.floor()
+    i = np.arange(n_out, dtype=np.float64)[None]
+    n_in = (np.asarray(hi, np.int64) - np.asarray(lo, np.int64))[:, None]
+    scale = 1.0 / (np.asarray(size, np.float64)[:, None] / n_in.astype(np.float64))
+    coord = ((i + 0.5) * scale - 0.5).astype(np.float32)
+    i0 = np.floor(coord)
     frac = coord - i0
-    i0 = i0.to(torch.int64)
+    i0 = i0.astype(np.int64)
     if clamp:
-        frac = torch.where((i0 < 0) | (i0 >= n_in - 1), torch.zeros_like(frac), frac)
-    w0 = torch.round((1.0 - frac) * 2048.0).to(torch.int32)
-    r0 = lo[:, None] + i0.clamp(min=0).minimum(n_in - 1)
-    r1 = lo[:, None] + (i0 + 1).clamp(min=0).minimum(n_in - 1)
-    return r0, r1, w0, 2048 - w0
+        frac = np.where((i0 < 0) | (i0 >= n_in - 1), np.float32(0), frac)
+    w0 = np.round((np.float32(1) - frac) * np.float32(2048)).astype(np.int32)
+    lo = np.asarray(lo, np.int64)[:, None]
+    r0 = lo + np.minimum(np.maximum(i0, 0), n_in - 1)
+    r1 = lo + np.minimum(np.maximum(i0 + 1, 0), n_in - 1)
+    return r0.astype(np.int32), r1.astype(np.int32), w0
 
 
-def resize_patches(images: torch.Tensor, items: torch.Tensor, boxes, sizes, n_rows: int, n_cols: int) -> torch.Tensor:
-    """Crop boxes (P, 4) ``(y0, y1, x0, x1)`` of images[items] (uint8 (N, H, W, C)) and resize
-    each to sizes (P, 2), bit-exactly as cv2.resize(INTER_LINEAR) does for uint8. boxes and sizes:
-    int64 tensors on the images' device (host arrays are copied there).
+def add_resize(pack: HostPack, prefix: str, boxes: np.ndarray, sizes: np.ndarray, n_rows: int, n_cols: int) -> None:
+    """The taps that resize boxes (P, 4) ``(y0, y1, x0, x1)`` to sizes (P, 2), into a pack."""
+    b, s = np.asarray(boxes, np.int64).reshape(-1, 4), np.asarray(sizes, np.int64).reshape(-1, 2)
+    for axis, (n, lo, hi, clamp) in enumerate(((n_rows, b[:, 0], b[:, 1], False), (n_cols, b[:, 2], b[:, 3], True))):
+        for name, taps in zip(("i0", "i1", "w0"), linear_taps(n, lo, hi, s[:, axis], clamp)):
+            pack.add(f"{prefix}{'yx'[axis]}{name}", taps)
 
-    The arithmetic is that of OpenCV's SIMD path: 11-bit horizontal weights, then
-    ((b0 * (h0 >> 4)) >> 16) + ((b1 * (h1 >> 4)) >> 16) + 2 >> 2 vertically (tests/test_batched.py
-    holds it equal to cv2.resize). Returns (P, n_rows, n_cols, C) uint8, each patch in its top-left
-    corner; beyond it, clamped repeats.
-    """
-    b, s = _on(boxes, images.device), _on(sizes, images.device)
-    r0, r1, by0, by1 = _linear_taps(n_rows, b[:, 0], b[:, 1], s[:, 0], clamp=False)
-    c0, c1, ax0, ax1 = _linear_taps(n_cols, b[:, 2], b[:, 3], s[:, 1], clamp=True)
+
+def resize_on_device(images: torch.Tensor, items: torch.Tensor, packed: DevicePack, prefix: str = "") -> torch.Tensor:
+    """images[items] (uint8 (N, H, W, C)) cropped and resized with the taps of ``add_resize``,
+    bit-exactly as cv2.resize(INTER_LINEAR) does for uint8, in integers: the arithmetic of
+    OpenCV's SIMD path, 11-bit horizontal weights, then
+    ((b0 * (h0 >> 4)) >> 16) + ((b1 * (h1 >> 4)) >> 16) + 2 >> 2 vertically. Returns
+    (P, n_rows, n_cols, C) uint8, each patch in its top-left corner; beyond it, clamped repeats."""
+    tap = {k: packed.get(prefix + k, torch.int32) for k in ("yi0", "yi1", "yw0", "xi0", "xi1", "xw0")}
+    ax0 = tap["xw0"][:, None, :, None]
+    ax1 = 2048 - ax0
     it = items[:, None, None]
 
     def row(r):
-        left = images[it, r[:, :, None], c0[:, None, :]].to(torch.int32)
-        right = images[it, r[:, :, None], c1[:, None, :]].to(torch.int32)
-        return left * ax0[:, None, :, None] + right * ax1[:, None, :, None]
+        left = images[it, r[:, :, None], tap["xi0"][:, None, :]].to(torch.int32)
+        right = images[it, r[:, :, None], tap["xi1"][:, None, :]].to(torch.int32)
+        return left * ax0 + right * ax1
 
-    top = (by0[:, :, None, None] * (row(r0) >> 4)) >> 16
-    bottom = (by1[:, :, None, None] * (row(r1) >> 4)) >> 16
+    by0 = tap["yw0"][:, :, None, None]
+    top = (by0 * (row(tap["yi0"]) >> 4)) >> 16
+    bottom = ((2048 - by0) * (row(tap["yi1"]) >> 4)) >> 16
     return ((top + bottom + 2) >> 2).clamp(0, 255).to(torch.uint8)
+
+
+def resize_patches(images: torch.Tensor, items: torch.Tensor, boxes, sizes, n_rows: int, n_cols: int) -> torch.Tensor:
+    """Crop host boxes (P, 4) ``(y0, y1, x0, x1)`` of images[items] (uint8 (N, H, W, C), items
+    int64 on the images' device) and resize each to host sizes (P, 2), bit-exactly as
+    cv2.resize(INTER_LINEAR) does for uint8; the taps reach the device in one copy. Returns
+    (P, n_rows, n_cols, C) uint8, each patch in its top-left corner; beyond it, clamped repeats."""
+    pack = HostPack()
+    add_resize(pack, "", boxes, sizes, n_rows, n_cols)
+    return resize_on_device(images, items, pack.send(images.device))
 
 
 def _on(x, device: torch.device) -> torch.Tensor:
@@ -116,12 +134,15 @@ class BatchedExecutor:
 
     solver: a Poisson solver for tensors on that device (default: the direct DST solve).
     disk_median: a function of (B, H, W) int16 maps; default: the CUDA kernel on CUDA tensors,
-    ``nsa_fast.median.disk_median`` per map on the CPU.
+    ``nsa_fast.median.disk_median`` per map on the CPU. buckets: groups of similar patch size
+    blended one after another; default: 1 on CUDA (fewest launches), ``CPU_BUCKETS`` elsewhere
+    (every padded pixel costs CPU time).
     """
 
-    def __init__(self, solver=dst_solve, disk_median=None):
+    def __init__(self, solver=dst_solve, disk_median=None, buckets: int | None = None):
         self.solver = solver
         self.disk_median = disk_median
+        self.buckets = buckets
 
     def __call__(self, dst: torch.Tensor, src: torch.Tensor, plans: list[Plan], label: str | Label, *,
                  logistic=None, label_tol: int | None = None, src_obj: torch.Tensor | None = None,
@@ -134,39 +155,36 @@ class BatchedExecutor:
                              f"{tuple(dst.shape)} {dst.dtype}, {tuple(src.shape)} and {len(plans)} plans.")
         B, H, W, C = dst.shape
         pb = PlanBatch.stack(plans)
-        buckets = 1 if dst.is_cuda else CPU_BUCKETS
+        buckets = self.buckets or (1 if dst.is_cuda else CPU_BUCKETS)
         pack = HostPack()
         rounds = self._plan_rounds(pb, (H, W), buckets, pack)
         n_max = n_max or max(1, pb.rounds)
-        boxes = np.full((B, n_max, 4), -1, np.int64)
+        boxes = np.full((B, n_max, 4), -1, np.int32)
         boxes[pb.sample, pb.round] = pb.dst_box
         pack.add("boxes", boxes)
-        pack.add("factor", pb.factor)
+        pack.add("label_table", label_table(label, pb.factor, C))
+        if len(pb.sample):
+            dsz = pb.dst_size
+            add_resize(pack, "resize.", pb.src_box, dsz, int(dsz[:, 0].max()), int(dsz[:, 1].max()))
         packed = pack.send(dst.device)  # host -> device: the one copy of the batch's plan metadata
         cur = dst.clone()
         region = torch.zeros(B, H, W, dtype=torch.bool, device=dst.device)
         if len(pb.sample):
-            dsz = pb.dst_size
-            n_rows, n_cols = int(dsz[:, 0].max()), int(dsz[:, 1].max())
             items = packed.get("sample", torch.int64)
-            src_box, size = packed.get("src_box", torch.int64), packed.get("dst_size", torch.int64)
-            patches = resize_patches(src, items, src_box, size, n_rows, n_cols)
+            patches = resize_on_device(src, items, packed, "resize.")
             inside = None
             if src_obj is not None:
-                obj = resize_patches(src_obj[..., None].to(torch.uint8), items, src_box, size, n_rows, n_cols)
-                inside = obj[..., 0] > 0
+                inside = resize_on_device(src_obj[..., None].to(torch.uint8), items, packed, "resize.")[..., 0] > 0
             for r, rnd in enumerate(rounds):
                 self._blend_round(cur, region, patches, inside, dst_obj, packed, f"r{r}.", rnd)
-        labels = label_batch(cur, dst, region, label, packed.get("factor", torch.float32), self._disk_median)
+        labels = label_batch(cur, dst, region, label, packed.get("label_table", torch.float32), self._disk_median)
         return Batch(cur, labels, packed.get("boxes", torch.int32))
 
     @staticmethod
     def _plan_rounds(pb: PlanBatch, dst_hw: tuple[int, int], buckets: int, pack: HostPack) -> list[_Round]:
         """Decide every round on the host and put its device metadata into ``pack``."""
         pack.add("sample", pb.sample)
-        pack.add("src_box", pb.src_box)
         pack.add("dst_box", pb.dst_box)
-        pack.add("dst_size", pb.dst_size)
         rounds = []
         for r in range(pb.rounds):
             sel = np.flatnonzero(pb.round == r)
@@ -178,13 +196,14 @@ class BatchedExecutor:
             point = tuple(c for c in ops.POINT_OPS if (modes == c).any())
             for c in point:
                 pack.add(f"{pre}op{c}", modes == c)
-            pack.add(pre + "factor", pb.factor[samples].astype(np.float64))
+            if set(point) & ops.FACTOR_OPS:
+                pack.add(pre + "factor", pb.factor[samples].astype(np.float64))  # see ops.FACTOR_OPS
             layouts = []
             if len(k):
                 h, w = pb.dst_size[sel[k], 0], pb.dst_size[sel[k], 1]
                 pack.add(pre + "k", k)
                 pack.add(pre + "hw", np.stack([h, w], 1))
-                pack.add(pre + "value", pb.mask_value[samples[k]])
+                pack.add(pre + "value", pb.mask_value[samples[k]].astype(np.uint8))
                 layouts = split_layout(_clone_layout(pb.dst_box[sel[k]], h, w, modes[k], dst_hw), buckets)
                 for j, lay in enumerate(layouts):
                     lay.add_to(pack, f"{pre}b{j}.")
@@ -207,7 +226,8 @@ class BatchedExecutor:
                                     patches.shape[1], patches.shape[2])
             parts = [lay.on_device(packed, f"{pre}b{j}.") for j, lay in enumerate(rnd.layouts)]
             cur[si[kk]] = clone_on_device(patches[pi[kk]], cur[si[kk]], mask, parts, self.solver)
-        if rnd.point:
+        f = None
+        if set(rnd.point) & ops.FACTOR_OPS:
             f = packed.get(pre + "factor", torch.float64)[:, None, None]
         for code in rnd.point:  # each sample has one patch a round: the operations touch disjoint rows
             this = packed.get(f"{pre}op{code}", torch.bool)[:, None, None]

@@ -23,8 +23,7 @@ MAX_THREADS = 1024         # threads a block, every GPU since Fermi
 MAX_GRID_YZ = 65535        # grid extent along y and z
 MAX_GRID_X = 2**31 - 1
 SHARED_LIMIT = 48 * 1024   # dynamic shared memory a block may use without an opt-in, Pascal on
-SWEEP_BLOCK = (32, 8)      # threads of the stencil kernels: a warp along a row, 8 rows
-SOR_BLOCK_THREADS = 256
+BLOCK_THREADS = 256        # threads of the solver kernels: one block a plane
 MEDIAN_BLOCK = (16, 16)
 
 
@@ -116,17 +115,6 @@ def _check_cuda(*tensors: torch.Tensor) -> None:
                            "use the torch solvers of nsa_fast.blend.solvers on the CPU.")
 
 
-def _stencil_grid(R: int, K: int, planes: int):
-    bx, by = SWEEP_BLOCK
-    return ((K + bx - 1) // bx, (R + by - 1) // by, planes), (bx, by, 1)
-
-
-def _plane_chunks(items: int, C: int):
-    """Item ranges whose planes (C per item) fit in the grid's z extent."""
-    step = max(1, MAX_GRID_YZ // C)
-    return [(i, min(i + step, items)) for i in range(0, items, step)]
-
-
 def _check_problem(rhs: torch.Tensor, guess: torch.Tensor, n: Interior) -> None:
     if rhs.ndim != 4 or guess.shape != rhs.shape:
         raise KernelLaunchError(f"rhs and guess must be (B, C, R, K) of one shape, got {tuple(rhs.shape)} "
@@ -139,36 +127,40 @@ def _check_problem(rhs: torch.Tensor, guess: torch.Tensor, n: Interior) -> None:
                                 f"the {R}x{K} planes of the tensor; the kernels would read beyond it.")
 
 
+def _in_shared(plane_buffers: int, R: int, K: int) -> tuple[int, int]:
+    """(in_shared flag, dynamic shared bytes) of a block kernel that keeps ``plane_buffers``
+    R x K float32 planes: in shared memory when they fit, else in global memory."""
+    size = plane_buffers * R * K * 4
+    return (1, size) if size <= SHARED_LIMIT else (0, 0)
+
+
 def jacobi_solve_cuda(rhs, guess, sizes, iterations: int | None = None):
-    """CUDA twin of ``solvers.jacobi_solve``: the same sweeps, two buffers."""
+    """CUDA twin of ``solvers.jacobi_solve``: the same sweeps, two buffers, all of them in one
+    launch (one block per plane)."""
     _check_cuda(rhs, guess)
     n = as_interior(sizes, rhs.device)
     _check_problem(rhs, guess, n)
     it = jacobi_iterations(n.host) if iterations is None else iterations
     B, C, R, K = rhs.shape
     u = (guess * n.mask(R, K)).contiguous()
-    u_new = torch.empty_like(u)
     if u.numel() == 0 or it <= 0:  # no planes (C == 0 included) or no sweeps: nothing to launch
         return u
+    flag, shared = _in_shared(2, R, K)
+    scratch = u if flag else torch.empty_like(u)  # a second global plane when two do not fit in shared memory
     rhs_c = rhs.contiguous()
     mod = _module("poisson_iter.cu", rhs.device)
+    args = (_as_cupy(u, torch.float32, "u"), _as_cupy(scratch, torch.float32, "scratch"),
+            _as_cupy(rhs_c, torch.float32, "rhs"), _as_cupy(n.dev, torch.int32, "sizes"))
     with _on_torch_stream(rhs.device):
-        f = mod.get_function("jacobi_sweep")  # CuPy loads the module on the current device
-        for i0, i1 in _plane_chunks(B, C):
-            grid, block = _stencil_grid(R, K, (i1 - i0) * C)
-            a = _as_cupy(u[i0:i1], torch.float32, "u")
-            b = _as_cupy(u_new[i0:i1], torch.float32, "u_new")
-            r = _as_cupy(rhs_c[i0:i1], torch.float32, "rhs")
-            s = _as_cupy(n.dev[i0:i1], torch.int32, "sizes")
-            for _ in range(it):
-                _launch(f, grid, block, (a, b, r, s, np.int32(C), np.int32(R), np.int32(K)))
-                a, b = b, a
-    return u if it % 2 == 0 else u_new
+        f = mod.get_function("jacobi_block")  # CuPy loads the module on the current device
+        _launch(f, (B * C,), (BLOCK_THREADS,),
+                args + (np.int32(C), np.int32(R), np.int32(K), np.int32(it), np.int32(flag)), shared_mem=shared)
+    return u
 
 
 def sor_solve_cuda(rhs, guess, sizes, iterations: int | None = None):
-    """CUDA twin of ``solvers.sor_solve``. Planes that fit in shared memory run all iterations in
-    one launch (one block per plane); larger ones take two launches per iteration."""
+    """CUDA twin of ``solvers.sor_solve``: all iterations in one launch (one block per plane),
+    the plane in shared memory when it fits."""
     _check_cuda(rhs, guess)
     n = as_interior(sizes, rhs.device)
     _check_problem(rhs, guess, n)
@@ -177,24 +169,15 @@ def sor_solve_cuda(rhs, guess, sizes, iterations: int | None = None):
     u = (guess * n.mask(R, K)).contiguous()
     if u.numel() == 0 or it <= 0:  # no planes (C == 0 included) or no sweeps: nothing to launch
         return u
+    flag, shared = _in_shared(1, R, K)
     rhs_c = rhs.contiguous()
     mod = _module("poisson_iter.cu", rhs.device)
-    shared = R * K * 4
+    args = (_as_cupy(u, torch.float32, "u"), _as_cupy(rhs_c, torch.float32, "rhs"),
+            _as_cupy(n.dev, torch.int32, "sizes"), _as_cupy(n.omega, torch.float32, "omega"))
     with _on_torch_stream(rhs.device):
-        for i0, i1 in _plane_chunks(B, C):
-            a = _as_cupy(u[i0:i1], torch.float32, "u")
-            r = _as_cupy(rhs_c[i0:i1], torch.float32, "rhs")
-            s = _as_cupy(n.dev[i0:i1], torch.int32, "sizes")
-            w = _as_cupy(n.omega[i0:i1], torch.float32, "omega")
-            if shared <= SHARED_LIMIT:
-                _launch(mod.get_function("sor_block"), ((i1 - i0) * C,), (SOR_BLOCK_THREADS,),
-                        (a, r, s, w, np.int32(C), np.int32(R), np.int32(K), np.int32(it)), shared_mem=shared)
-                continue
-            f = mod.get_function("sor_half_sweep")
-            grid, block = _stencil_grid(R, K, (i1 - i0) * C)
-            for _ in range(it):
-                for colour in (0, 1):
-                    _launch(f, grid, block, (a, r, s, w, np.int32(C), np.int32(R), np.int32(K), np.int32(colour)))
+        f = mod.get_function("sor_block")  # CuPy loads the module on the current device
+        _launch(f, (B * C,), (BLOCK_THREADS,),
+                args + (np.int32(C), np.int32(R), np.int32(K), np.int32(it), np.int32(flag)), shared_mem=shared)
     return u
 
 

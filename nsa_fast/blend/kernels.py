@@ -9,7 +9,7 @@ from ..errors import NsaError
 
 # file -> kernels it defines; the #define preamble each file is built with
 KERNELS = {
-    "poisson_iter.cu": ("jacobi_sweep", "sor_half_sweep", "sor_block"),
+    "poisson_iter.cu": ("jacobi_block", "sor_block"),
     "median_disk.cu": ("median_disk",),
 }
 DEFINES = {"median_disk.cu": {"RADIUS": 5, "VALUE_BITS": 10}}

@@ -47,6 +47,14 @@ POINT_OPS = {
 }
 
 
+# The operations that read the sample's factor f on the device, in float64: interpolation floors
+# float64 products as the authors' code does, and in float32 some pixels floor one grey level
+# lower (tests/test_blend_ops.py::test_interpolation_in_float32_would_change_pixels). Only the
+# FPI tasks interpolate, so an NSA batch carries no float64 to the device (a GTX 1080 computes
+# float64 at 1/32 of its float32 rate).
+FACTOR_OPS = frozenset({INTERPOLATE})
+
+
 def clone_center(dst_box):
     """The (x, y) centre the authors pass to seamlessClone for destination boxes (..., 4)
     ``(y0, y1, x0, x1)``: odd widths land one pixel right of the box's centre."""

@@ -35,7 +35,7 @@ class Interior:
     @staticmethod
     def add_to(pack: HostPack, prefix: str, sizes: np.ndarray) -> None:
         """Put what ``from_pack`` needs into a pack that goes to the device in one copy."""
-        pack.add(prefix + "sizes", np.asarray(sizes, np.int64).reshape(-1, 2))
+        pack.add(prefix + "sizes", np.asarray(sizes, np.int32).reshape(-1, 2))
         pack.add(prefix + "omega", sor_omega(sizes))
 
     @classmethod
@@ -63,63 +63,86 @@ def as_interior(sizes, device: torch.device) -> Interior:
     return sizes if isinstance(sizes, Interior) else Interior.from_host(sizes, device)
 
 
-def _dst_matrices(n: torch.Tensor, N: int) -> torch.Tensor:
-    """(B, N, N) float64: item b's n_b x n_b DST-I matrix sin(pi (i+1)(k+1) / (n_b+1)), zero-padded,
-    computed where ``n`` (int64 sizes) lives: nothing comes from the host and nothing is cached."""
+TABLE_STEP = 256  # the trigonometric tables cover sizes in steps of this (NSA's patches stay below 256)
+_TABLES: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _trig_host(T: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 tables for sizes n = 0..T, computed in float64 on the host and rounded once:
+    sin (T+1, 2T+2): sin(pi m / (n+1)) for m < 2(n+1), the entries of every DST-I matrix, whose
+    angles (i k) reduce exactly modulo 2(n+1); eig (T+1, T): 2 cos(pi i / (n+1)) for i = 1..T, the
+    eigenvalues as OpenCV computes its filter values (in double, then float)."""
+    n = torch.arange(T + 1, dtype=torch.float64)[:, None]
+    m = torch.arange(2 * T + 2, dtype=torch.float64)[None, :]
+    sin = torch.sin(m * (math.pi / (n + 1))) * (m < 2 * (n + 1))
+    i = torch.arange(1, T + 1, dtype=torch.float64)[None, :]
+    eig = 2.0 * torch.cos(math.pi * i / (n + 1))
+    return sin.to(torch.float32), eig.to(torch.float32)
+
+
+def _trig_tables(n_max: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tables of ``_trig_host`` on ``device``, covering sizes up to at least n_max. One copy
+    per device (and per growth), so that no batch computes a sine or a float64 number there."""
+    have = _TABLES.get(device)
+    if have is None or have[1].shape[1] < n_max:
+        T = max(TABLE_STEP, -(-n_max // TABLE_STEP) * TABLE_STEP)
+        _TABLES[device] = tuple(t.to(device) for t in _trig_host(T))  # synchronous: any stream may read them
+    return _TABLES[device]
+
+
+def _dst_matrices(n: torch.Tensor, N: int, sin_table: torch.Tensor) -> torch.Tensor:
+    """(B, N, N) float32: item b's n_b x n_b DST-I matrix sin(pi (i+1)(k+1) / (n_b+1)), zero-padded,
+    gathered where ``n`` (int64 sizes) lives from the table of ``_trig_tables``."""
     i = torch.arange(1, N + 1, device=n.device, dtype=torch.int64)
-    # Reduce the angle exactly in integers before the sine: (i k) mod 2(n+1).
+    # Reduce the angle exactly in integers: (i k) mod 2(n+1).
     prod = torch.remainder((i[:, None] * i[None, :])[None], (2 * (n + 1))[:, None, None])
-    angle = prod.to(torch.float64) * (math.pi / (n + 1).to(torch.float64))[:, None, None]
     inside = (i[None, :, None] <= n[:, None, None]) & (i[None, None, :] <= n[:, None, None])
-    return torch.sin(angle) * inside
+    return sin_table.reshape(-1)[n[:, None, None] * sin_table.shape[1] + prod] * inside
 
 
-_CPU_DST: dict[tuple[int, int], torch.Tensor] = {}
-_CPU_DST_MAX = 512  # entries of at most N x N float32 each
+def tf32_products() -> bool:
+    """Whether cuBLAS may take float32 matrix products in TF32 in this process. Read through the
+    API the running torch offers: once a program has used the newer ``fp32_precision`` settings,
+    reading the legacy ``allow_tf32`` flag raises."""
+    matmul = torch.backends.cuda.matmul
+    precision = getattr(matmul, "fp32_precision", None)  # torch 2.9 and later
+    if precision is None:
+        return bool(matmul.allow_tf32)
+    if precision == "none":  # inherits the process-wide setting
+        precision = getattr(torch.backends, "fp32_precision", "ieee")
+    return precision == "tf32"
 
 
-def _dst_on(n: Interior, axis: int, N: int, device: torch.device) -> torch.Tensor:
-    """(B, 1, N, N) DST-I matrices of one axis for a solve: float64 computed on a GPU (a few
-    element-wise kernels), float32 from a per-size cache on the CPU (where computing them anew
-    would cost a quarter of the solve)."""
-    if device.type != "cpu":
-        return _dst_matrices(n.dev[:, axis].long(), N)[:, None]
-    sizes = n.host[:, axis]
-    for k in np.unique(sizes):
-        if (int(k), N) not in _CPU_DST:
-            if len(_CPU_DST) >= _CPU_DST_MAX:
-                _CPU_DST.clear()
-            _CPU_DST[int(k), N] = _dst_matrices(torch.tensor([int(k)]), N)[0].to(torch.float32)
-    return torch.stack([_CPU_DST[int(k), N] for k in sizes])[:, None]
-
-
-def _eigen(n: torch.Tensor, N: int) -> torch.Tensor:
-    """(B, N) 2 cos(pi (i+1) / (n+1)) in float32, as OpenCV computes its filter values."""
-    i = torch.arange(1, N + 1, device=n.device, dtype=torch.float64)
-    return (2.0 * torch.cos(math.pi * i[None] / (n + 1).to(torch.float64)[:, None])).to(torch.float32)
+def product_dtype(device: torch.device) -> torch.dtype:
+    """float32, the precision OpenCV solves in, unless this process lets cuBLAS take float32
+    products in TF32 (``tf32_products``): TF32 keeps 10 bits of mantissa, too few for the
+    transform, and the setting is process-wide (turning it off here would race with the
+    training thread), so the products then run in float64."""
+    return torch.float64 if device.type == "cuda" and tf32_products() else torch.float32
 
 
 def dst_solve(rhs: torch.Tensor, guess: torch.Tensor, sizes) -> torch.Tensor:
     """Direct solve by the sine transform, as padded batched matrix products (exact in one step).
 
     OpenCV's solver divides by float32 eigenvalues; so does this one, which keeps the two within
-    rounding of each other. On a GPU the products run in float64: cuBLAS may use TF32 for float32
-    products (3 decimal digits), and switching that off is a process-wide setting that would
-    race with the training thread. On the CPU float32 products are exact float32.
+    rounding of each other. Everything runs in float32 (see ``product_dtype`` for the one
+    exception); the DST matrices and eigenvalues are gathered from per-device tables.
     """
     B, C, R, K = rhs.shape
     if R == 0 or K == 0 or B == 0:
         return rhs.clone()
     n = as_interior(sizes, rhs.device)
     rows, cols = n.dev[:, 0].long(), n.dev[:, 1].long()
-    Sr, Sc = _dst_on(n, 0, R, rhs.device), _dst_on(n, 1, K, rhs.device)
-    fy, fx = _eigen(rows, R), _eigen(cols, K)
+    sin_table, eig_table = _trig_tables(max(R, K), rhs.device)
+    Sr, Sc = _dst_matrices(rows, R, sin_table)[:, None], _dst_matrices(cols, K, sin_table)[:, None]
+    fy, fx = eig_table[rows, :R], eig_table[cols, :K]
     denom = (fx[:, None, :] + fy[:, :, None]) - 4.0
     # Beyond an item's size the eigenvalue formula can reach 0 (cos 2pi); those entries are zero.
     denom = torch.where(n.mask(R, K)[:, 0], denom, 1.0)
     scale = (4.0 / ((rows + 1) * (cols + 1)).to(torch.float32)).reshape(B, 1, 1, 1)
-    x = rhs.to(Sr.dtype)
-    t = Sr @ x @ Sc
+    dtype = product_dtype(rhs.device)
+    Sr, Sc = Sr.to(dtype), Sc.to(dtype)
+    t = Sr @ rhs.to(dtype) @ Sc
     t = t / denom[:, None]
     return ((Sr @ t @ Sc) * scale).to(torch.float32)
 

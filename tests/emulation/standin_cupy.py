@@ -20,7 +20,8 @@ loaded module per device): that costs a compile and a context on the other GPU, 
 so it must run inside a ``cuda.Device`` context too, and so must ``compile()``.
 
 Every launch is logged in ``launches`` (also when ``execute`` is False, which checks and logs
-without running: for launches too large to run on a CPU).
+without running, for launches too large to run on a CPU, and zeroes the arrays the kernel may
+write, so that the code after it reads defined values).
 """
 from __future__ import annotations
 
@@ -89,6 +90,9 @@ class ndarray:
 
 
 def from_dlpack(obj) -> ndarray:
+    # A tensor of the stand-in device (tests/fake_device.py) lends its host data, as a CUDA
+    # tensor lends its device memory: the kernel's writes land in the tensor.
+    obj = getattr(obj, "elem", obj)
     if not hasattr(obj, "__dlpack__"):
         raise TypeError(f"from_dlpack takes an object with __dlpack__, got {type(obj).__name__}")
     return ndarray(np.from_dlpack(obj), obj)
@@ -219,3 +223,7 @@ class RawKernel:
         launches.append(LaunchRecord(self.name, g, b, int(shared_mem), device, stream.ptr, args))
         if execute:
             self.program.run([launch])
+        else:  # not run: the arrays it may write are zeroed, so that what follows reads defined values
+            for p, a in zip(kernel.params, args):
+                if p.pointer and "const" not in p.ctype.split("*")[0]:
+                    a[...] = 0

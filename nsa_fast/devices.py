@@ -1,0 +1,61 @@
+"""Where the network trains and with what numerics: the device, the precision, determinism.
+
+Chosen once, at the start of a run (``nsa_fast.train``), from the command line's settings.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+
+from .errors import NsaError, warn
+
+
+def pick_device(cfg, local_rank: int) -> torch.device:
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise NsaError("--device cuda: no CUDA GPU is visible; use --device cpu (or auto).")
+    if cfg.device == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", local_rank)
+
+
+def autocast_dtype(cfg, device: torch.device) -> torch.dtype | None:
+    """bf16 only where the GPU computes it fast (sm_80 and newer); fp32 on Pascal and the CPU."""
+    if cfg.amp == "bf16" and device.type != "cuda":
+        warn("--amp bf16 applies on a GPU; training on the CPU runs in fp32")
+    if cfg.amp == "off" or device.type != "cuda":
+        return None
+    fast_bf16 = torch.cuda.get_device_capability(device)[0] >= 8
+    if cfg.amp == "bf16" or fast_bf16:
+        return torch.bfloat16
+    return None
+
+
+@contextlib.contextmanager
+def determinism(deterministic: bool, device: torch.device):
+    """The process-wide settings of ``--deterministic`` while the run lasts (restored after, for
+    programs that call ``main`` more than once).
+
+    With it: deterministic algorithms only (an operation without one raises), cuDNN's
+    deterministic algorithms without autotuning, and cuBLAS's fixed workspace (set before cuBLAS
+    creates its first handle). Without it, on CUDA: cuDNN autotunes, since the shapes are fixed.
+    """
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+             torch.backends.cudnn.benchmark)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[1:]
+
+
+def precision(device: torch.device, amp_dtype: torch.dtype | None):
+    """bf16 autocast where ``autocast_dtype`` chose it; nothing otherwise."""
+    return torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
