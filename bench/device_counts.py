@@ -26,6 +26,8 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
 
+from gpu_summary import unmet  # noqa: E402
+
 SOLVERS = ("dst", "sor", "jacobi")
 OUR_KERNELS = ("jacobi_block", "sor_block", "median_disk")
 SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy",
@@ -66,6 +68,9 @@ def _profiled(fn) -> dict:
     else:
         events = [(e.name, e.device_type == DeviceType.CUDA) for e in prof.events()]
     counts = count_events(events)
+    if counts["syncs"] < 1:  # the final synchronize must be seen, or the names of the calls have changed
+        raise RuntimeError(f"the profile shows none of {SYNC_CALLS}: its names differ from what this script "
+                           "counts, so every wait would go uncounted")
     counts["syncs"] -= 1
     return counts
 
@@ -151,6 +156,8 @@ def table(counts: dict) -> str:
                      f"{c['float64']:>9}")
     t = counts["train"]
     lines.append(f"training: {t['syncs']} synchronisations in {t['steps']} steps ({t['note']})")
+    broken = unmet(counts)
+    lines.append("efficiency rules: " + ("NOT met: " + "; ".join(broken) if broken else "met"))
     return "\n".join(lines)
 
 

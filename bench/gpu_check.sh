@@ -94,22 +94,27 @@ PY
     } > "$out/env.txt"
 }
 
-# Each stage writes its own files; a stage that runs past its limit is killed, and its rows say so.
+# Each stage writes its own files and its exit code (STAGE.rc); a stage that runs past its limit is
+# killed (exit code 124), and the summary says so.
 cuda_tests() {
     timeout $((90 * slow)) "$py" -m pytest -q -p no:cacheprovider -m cuda tests/ -rs --continue-on-collection-errors \
         --junitxml="$out/tests.xml" > "$out/tests.txt" 2>&1
+    echo $? > "$out/cuda_tests.rc"
 }
 benchmarks() {
     timeout $((110 * slow)) "$py" -m pytest -q -p no:cacheprovider bench/ "${bench_args[@]}" -rs \
         --junitxml="$out/bench.xml" > "$out/bench.txt" 2>&1
+    echo $? > "$out/benchmarks.rc"
 }
 counts() {
-    timeout $((35 * slow)) "$py" bench/device_counts.py --out "$out/counts.json" "${counts_args[@]}" \
+    timeout $((40 * slow)) "$py" bench/device_counts.py --out "$out/counts.json" "${counts_args[@]}" \
         > "$out/counts.txt" 2>&1
+    echo $? > "$out/counts.rc"
 }
 epochs() {
     timeout $((80 * slow)) "$py" bench/epoch_time.py --out "$out/work" --python "$py" "${epochs_args[@]}" \
         > "$out/epochs.txt" 2>&1
+    echo $? > "$out/epochs.rc"
     cp "$out/work/epochs.json" "$out/epochs.json" 2>/dev/null
     rm -rf "$out/work"
 }
@@ -132,7 +137,7 @@ if [ "$dry" = 1 ]; then
     bench_args=(-m cuda --standin-gpu --benchmark-disable)
     counts_args=(--standin --batch 16)
     epochs_args=(--dry-run)
-    slow=2  # all stages at once, sharing the CPU
+    slow=3  # all stages at once, sharing the CPU (and a busy machine: nothing is timed)
     # Nothing is timed in a dry run, so the stages run side by side.
     for stage in environment cuda_tests benchmarks counts epochs doctor; do "$stage" & done
     wait

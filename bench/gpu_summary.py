@@ -28,6 +28,28 @@ FEEDS = ("device", "workers", "dali")
 OPTIONAL_FEEDS = ("dali",)  # may be skipped (not installed) without failing the check
 DATA_PATH_LIMIT = 0.10  # the --synth device data path may cost at most this share of a step
 BATCH = 64
+# What tests/test_device_efficiency.py holds on the stand-in, checked again on the GPU's profile:
+# the CuPy launches of one batch (the disk median, and one solve a round, n_max 4, for the
+# iterative solvers), copies to the host, host waits, float64 kernels, and a training step's waits
+# (its loss read and, in the prefetch thread, the batch's object-mask read; two batches ahead).
+CUPY_LAUNCHES = {"dst": 1, "sor": 5, "jacobi": 5}
+MAX_D2H = MAX_SYNCS = 1
+
+
+def unmet(counts: dict) -> list[str]:
+    """The efficiency rules a device_counts.py result breaks, each in words ([] when all hold)."""
+    out = []
+    for s, c in counts.get("solvers", {}).items():
+        if c["float64"]:
+            out.append(f"{s}: {c['float64']} float64 kernels (none allowed)")
+        if c["cupy"] > CUPY_LAUNCHES.get(s, 0):
+            out.append(f"{s}: {c['cupy']} CuPy launches (at most {CUPY_LAUNCHES.get(s, 0)})")
+        if c["d2h"] > MAX_D2H or c["syncs"] > MAX_SYNCS:
+            out.append(f"{s}: {c['d2h']} copies to the host and {c['syncs']} waits (at most {MAX_D2H} and {MAX_SYNCS})")
+    t = counts.get("train", {})
+    if t and t.get("syncs", 0) > 2 * t.get("steps", 0) + 2:
+        out.append(f"training: {t['syncs']} waits in {t['steps']} steps (at most {2 * t['steps'] + 2})")
+    return out
 
 
 def _json(path: Path) -> dict:
@@ -66,6 +88,16 @@ def test_counts(path: Path) -> tuple[dict[str, int], list[str]]:
     return counts, [name for name, v in found.items() if v[0] == "failed"]
 
 
+def stage_end(folder: Path, stage: str) -> str:
+    """How a stage ended, from the exit code gpu_check.sh wrote (STAGE.rc), for a row that says why
+    its figures are missing."""
+    rc = folder / f"{stage}.rc"
+    code = rc.read_text().strip() if rc.is_file() else ""
+    if code in ("124", "137"):
+        return f"the {stage} stage was killed at its time limit"
+    return f"the {stage} stage ended with exit code {code}" if code else f"the {stage} stage left no exit code"
+
+
 def _doctor_code(path: Path) -> int | None:
     try:
         lines = path.read_text().strip().splitlines()
@@ -78,7 +110,7 @@ class Bench:
     """The benchmark stage's rows: outcome from bench.xml, figures from bench.json."""
 
     def __init__(self, folder: Path, dry: bool):
-        self.dry = dry
+        self.dry, self.folder = dry, folder
         self.outcome = outcomes(folder / "bench.xml") or {}
         self.rows = {b["name"]: b for b in _json(folder / "bench.json").get("benchmarks", [])}
 
@@ -96,7 +128,7 @@ class Bench:
         """None when the row has a figure; otherwise what to print instead."""
         kind, message = self.outcome.get(name, (None, ""))
         if kind is None:
-            return "did not run (the benchmark stage ended before it)"
+            return f"did not run ({stage_end(self.folder, 'benchmarks')} before it)"
         if kind == "failed":
             return "FAILED" + (f" ({message.splitlines()[0][:120]})" if message else "")
         if kind == "skipped":
@@ -168,7 +200,7 @@ def _counts(folder: Path, dry: bool) -> tuple[list[str], bool]:
     counts = _json(folder / "counts.json")
     title = "## Copies, kernel launches and synchronisations of one synthetic batch (--synth device)"
     if not counts:
-        return ["", title, "FAILED: the counts stage wrote no counts.json (see counts.txt)"], False
+        return ["", title, f"FAILED: no counts.json ({stage_end(folder, 'counts')}; see counts.txt)"], False
     lines = ["", title, f"counted on: {counts['counted_on']}; batch {counts['batch']} at {counts['size']} px"
              + (" (a GPU counts 64)" if dry else ""),
              "solver   kernels  of them CuPy  h2d  d2h  syncs  float64"]
@@ -178,14 +210,17 @@ def _counts(folder: Path, dry: bool) -> tuple[list[str], bool]:
                      if c else f"{s:8} missing")
     t = counts.get("train", {})
     lines.append(f"training: {t.get('syncs')} synchronisations in {t.get('steps')} steps ({t.get('note')})")
-    return lines, all(s in counts["solvers"] for s in SOLVERS)
+    broken = unmet(counts)
+    lines.append("efficiency rules (tests/test_device_efficiency.py): "
+                 + ("NOT met: " + "; ".join(broken) if broken else "met"))
+    return lines, all(s in counts["solvers"] for s in SOLVERS) and not broken
 
 
 def _epochs(folder: Path, dry: bool) -> tuple[list[str], bool]:
     e = _json(folder / "epochs.json")
     title = "## Whole epochs: python -m nsa_fast.train --preset bottle, 209 images of 256 px, batch 64"
     if not e:
-        return ["", title, "FAILED: the epochs stage wrote no epochs.json (see epochs.txt)"], False
+        return ["", title, f"FAILED: no epochs.json ({stage_end(folder, 'epochs')}; see epochs.txt)"], False
     lines = ["", title]
     if dry:
         lines.append(f"dry run: {e['images']} images of {e['size']} px, batch {e['batch']}, {e['epochs']} epoch(s) "
@@ -205,7 +240,8 @@ def _epochs(folder: Path, dry: bool) -> tuple[list[str], bool]:
 
 def summarize(folder: Path, dry: bool = False, no_gpu: bool = False) -> tuple[str, bool]:
     """The summary text, and whether the check passed."""
-    head = "dry run on the CPU: the stages through the stand-ins" if dry else "on a GPU"
+    head = ("dry run on the CPU: the stages through the stand-ins" if dry else
+            "no GPU: nothing measured" if no_gpu else "on a GPU")
     lines = [f"# nsa_fast GPU check ({head})", ""]
     env = folder / "env.txt"
     lines += ["## Environment", env.read_text().strip() if env.is_file() else "(no env.txt)"]

@@ -16,7 +16,7 @@
 // Arithmetic is written with __fadd_rn/__fmul_rn so that it is not contracted into FMAs and
 // matches the torch twin in nsa_fast/blend/solvers.py bit for bit.
 
-__device__ __forceinline__ float neighbour_sum(const float* u, long idx, int i, int j, int nr, int nc, int K)
+__device__ __forceinline__ float neighbour_sum(const float* u, long long idx, int i, int j, int nr, int nc, int K)
 {
     float s = 0.0f;
     if (i > 0) s = __fadd_rn(s, u[idx - K]);
@@ -46,7 +46,7 @@ extern "C" __global__ void jacobi_block(float* __restrict__ u, float* __restrict
     const int p = blockIdx.x;
     const int item = p / C;
     const int nr = sizes[2 * item], nc = sizes[2 * item + 1];
-    const long base = (long)p * R * K;
+    const long long base = (long long)p * R * K;
     const int cells = nr * nc;
     float* cur = in_shared ? s_planes : u + base;
     float* next = in_shared ? s_planes + R * K : scratch + base;
@@ -78,7 +78,7 @@ extern "C" __global__ void sor_block(float* __restrict__ u, const float* __restr
     const int item = p / C;
     const int nr = sizes[2 * item], nc = sizes[2 * item + 1];
     const float w = omega[item];
-    const long base = (long)p * R * K;
+    const long long base = (long long)p * R * K;
     const int cells = nr * nc;
     float* plane = in_shared ? s_plane : u + base;
     if (in_shared) copy_cells(plane, u + base, cells, nc, K);

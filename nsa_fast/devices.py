@@ -11,6 +11,9 @@ import torch
 
 from .errors import NsaError, warn
 
+CUBLAS_ENV = "CUBLAS_WORKSPACE_CONFIG"
+CUBLAS_DETERMINISTIC = (":4096:8", ":16:8")  # the settings under which cuBLAS is deterministic
+
 
 def pick_device(cfg, local_rank: int) -> torch.device:
     if cfg.device == "cuda" and not torch.cuda.is_available():
@@ -41,10 +44,14 @@ def determinism(deterministic: bool, device: torch.device):
     deterministic algorithms without autotuning, and cuBLAS's fixed workspace (set before cuBLAS
     creates its first handle). Without it, on CUDA: cuDNN autotunes, since the shapes are fixed.
     """
-    saved = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
-             torch.backends.cudnn.benchmark)
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    saved_env = os.environ.get(CUBLAS_ENV)
     if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        if saved_env not in (None, *CUBLAS_DETERMINISTIC):
+            raise NsaError(f"--deterministic needs {CUBLAS_ENV} to be one of {', '.join(CUBLAS_DETERMINISTIC)}, "
+                             f"found {saved_env!r} in the environment; unset it or set one of those.")
+        os.environ[CUBLAS_ENV] = saved_env or CUBLAS_DETERMINISTIC[0]
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     elif device.type == "cuda":
@@ -52,8 +59,10 @@ def determinism(deterministic: bool, device: torch.device):
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(saved[0])
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[1:]
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2:]
+        if saved_env is None:
+            os.environ.pop(CUBLAS_ENV, None)
 
 
 def precision(device: torch.device, amp_dtype: torch.dtype | None):

@@ -68,7 +68,10 @@ class MatmulUpsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         H, W = x.shape[-2:]
-        return self._matrix(H, x) @ x @ self._matrix(W, x).T
+        # In float32 whatever autocast says: bf16 weights would round the interpolation itself.
+        with torch.autocast(x.device.type, enabled=False):
+            y = x.float()
+            return (self._matrix(H, y) @ y @ self._matrix(W, y).T).to(x.dtype)
 
 
 class EncoderDecoder(nn.Module):

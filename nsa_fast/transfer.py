@@ -42,15 +42,13 @@ class HostPack:
 
     def send(self, device: torch.device) -> "DevicePack":
         """One host-to-device copy: from pinned memory and asynchronous on CUDA."""
-        raw = np.zeros(self._size, np.uint8)
+        cuda = device.type == "cuda"
+        # Filled in place where the copy starts from (pinned memory on CUDA): one pass over the bytes.
+        host = torch.zeros(self._size, dtype=torch.uint8, pin_memory=cuda)
+        raw = host.numpy()
         for start, a in self._parts:
             raw[start:start + a.nbytes] = a.reshape(-1).view(np.uint8)
-        host = torch.from_numpy(raw)
-        if device.type == "cuda":
-            buf = host.pin_memory().to(device, non_blocking=True)
-        else:
-            buf = host.to(device)
-        return DevicePack(buf, dict(self._fields))
+        return DevicePack(host.to(device, non_blocking=cuda), dict(self._fields))
 
 
 class DevicePack:

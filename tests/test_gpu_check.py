@@ -127,7 +127,9 @@ def _junit(tmp_path, name, passing=(), failing=(), skipped=()):
     (tmp_path / name).write_text(f'<testsuites><testsuite>{cases}</testsuite></testsuites>')
 
 
-def _gpu_run(tmp_path, *, bench_fail=(), dali="skipped", doctor=0, counts=True, epochs=True):
+def _gpu_run(tmp_path, *, bench_fail=(), dali="skipped", doctor=0, counts=True, epochs=True, broken=(), rc=None):
+    for stage, code in (rc or {}).items():
+        (tmp_path / f"{stage}.rc").write_text(code + "\n")
     names = BENCH_BODIES + ["test_solve_opencv_loop"]
     means = {n: 0.01 for n in names}
     means.update({SOLVE.format("dst"): 0.004, SOLVE.format("sor"): 0.002, SOLVE.format("jacobi"): 0.05,
@@ -145,9 +147,11 @@ def _gpu_run(tmp_path, *, bench_fail=(), dali="skipped", doctor=0, counts=True, 
     _junit(tmp_path, "tests.xml", passing=["test_ok"])
     (tmp_path / "doctor.txt").write_text(f"[  ok] GPU: NVIDIA H100\ndoctor exit code {doctor}\n")
     if counts:
-        row = dict(kernels=700, cupy=4, h2d=2, d2h=1, syncs=1, float64=0)
+        rows = {s: dict(kernels=700, cupy=1 if s == "dst" else 4, h2d=2, d2h=1, syncs=1, float64=0) for s in SOLVERS}
+        for solver, field, value in broken:
+            rows[solver][field] = value
         (tmp_path / "counts.json").write_text(json.dumps(dict(
-            counted_on="NVIDIA H100 80GB HBM3", batch=64, size=224, solvers={s: row for s in SOLVERS},
+            counted_on="NVIDIA H100 80GB HBM3", batch=64, size=224, solvers=rows,
             train=dict(steps=3, syncs=6, note="all threads"))))
     if epochs:
         runs = [dict(synth=s, returncode=0, wall_s=20, epoch_s=[3.0, 1.0, 1.2], steady_epoch_s=1.1,
@@ -170,6 +174,7 @@ def test_the_summary_of_a_passing_gpu_run(tmp_path):
     assert "solver sor: 32.00 ms, 2000 samples/s" in text
     assert "counted on: NVIDIA H100 80GB HBM3; batch 64 at 224 px" in text
     assert re.search(r"^jacobi +700 +4 +2 +1 +1 +0$", text, re.M)
+    assert "efficiency rules (tests/test_device_efficiency.py): met" in text
     assert "--synth device: epochs [3.0, 1.0, 1.2] s (the first pays start-up); steady 1.1 s an epoch; " \
            "320 epochs ~ 5.9 min" in text
 
@@ -179,7 +184,12 @@ def test_the_summary_of_a_passing_gpu_run(tmp_path):
     (dict(bench_fail=(STEP_FED.format("device"),)), "benchmarks 1 failed or missing"),
     (dict(doctor=2), "doctor exit code 2"),
     (dict(counts=False), "counts FAILED"),
+    (dict(counts=False, rc={"counts": "124"}), "counts FAILED"),
     (dict(epochs=False), "epochs FAILED"),
+    (dict(broken=[("sor", "float64", 2)]), "counts FAILED"),
+    (dict(broken=[("dst", "cupy", 2)]), "counts FAILED"),
+    (dict(broken=[("jacobi", "cupy", 60)]), "counts FAILED"),
+    (dict(broken=[("sor", "d2h", 2)]), "counts FAILED"),
 ])
 def test_a_failing_stage_fails_the_check(tmp_path, case, why):
     _gpu_run(tmp_path, **case)
@@ -187,6 +197,10 @@ def test_a_failing_stage_fails_the_check(tmp_path, case, why):
     assert not ok and why in text.splitlines()[-1], text.splitlines()[-1]
     for name in case.get("bench_fail", ()):
         assert f"FAILED {name}" in text
+    if case.get("rc"):
+        assert "FAILED: no counts.json (the counts stage was killed at its time limit; see counts.txt)" in text
+    for solver, field, value in case.get("broken", ()):
+        assert f"efficiency rules (tests/test_device_efficiency.py): NOT met: {solver}: {value} " in text
 
 
 def test_a_benchmark_that_did_not_run_or_was_skipped_without_reason_fails_the_check(tmp_path):
@@ -194,7 +208,10 @@ def test_a_benchmark_that_did_not_run_or_was_skipped_without_reason_fails_the_ch
     found = (tmp_path / "bench.xml").read_text()
     (tmp_path / "bench.xml").write_text(found.replace(f'name="{PIPELINE.format("jacobi")}"/>', 'name="gone"/>'))
     text, ok = summarize(tmp_path)
-    assert not ok and "solver jacobi: did not run (the benchmark stage ended before it)" in text
+    assert not ok and "solver jacobi: did not run (the benchmarks stage left no exit code before it)" in text
+    (tmp_path / "benchmarks.rc").write_text("124\n")
+    assert "solver jacobi: did not run (the benchmarks stage was killed at its time limit before it)" in \
+        summarize(tmp_path)[0]
     _gpu_run(tmp_path, dali="passed")
     text, ok = summarize(tmp_path)
     assert ok and "fed by --synth dali: 10.00 ms; data path 0.0 % of the step" in text

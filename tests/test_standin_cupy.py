@@ -80,10 +80,24 @@ def _median_twin(x: torch.Tensor) -> np.ndarray:
 # --- the stand-in's rules --------------------------------------------------------------------
 
 
+def _view(cp, t):
+    """A CuPy view of ``t`` taken as cuda.py takes it: on torch's current stream."""
+    with cp.cuda.Device(0), cp.cuda.Stream.from_external(_Protocol()):
+        return cp.from_dlpack(t)
+
+
+def test_a_view_taken_off_torch_stream_is_refused(cp):
+    # DLPack orders the exchange against CuPy's current stream: outside the context that is the
+    # legacy default stream, which would make torch's default stream wait for the synthesis.
+    with pytest.raises(cp.LaunchRuleError, match="from_dlpack outside a Stream.from_external context"):
+        cp.from_dlpack(torch.zeros(3))
+    assert _view(cp, torch.zeros(3)).shape == (3,)
+
+
 def _sweep_args(cp, u, scratch, rhs, sizes, R=6, K=9):
     """jacobi_block's arguments for one sweep of one 1-channel plane in global memory."""
-    return (cp.from_dlpack(u), cp.from_dlpack(scratch), cp.from_dlpack(rhs),
-            cp.from_dlpack(torch.from_numpy(sizes.astype(np.int32))), np.int32(1), np.int32(R), np.int32(K),
+    return (_view(cp, u), _view(cp, scratch), _view(cp, rhs),
+            _view(cp, torch.from_numpy(sizes.astype(np.int32))), np.int32(1), np.int32(R), np.int32(K),
             np.int32(1), np.int32(0))
 
 
@@ -131,10 +145,10 @@ BROKEN_ARGS = {
     "a float32 for int": (_arg(6, np.float32(9)), "numpy scalar of int32, got float32"),
     "a missing argument": (lambda cp, args: args[:-1], "takes 9 arguments"),
     "one argument too many": (lambda cp, args: args + (np.int32(0),), "takes 9 arguments"),
-    "float64 for float*": (_arg(2, lambda cp, a: cp.from_dlpack(torch.zeros(1, 1, 6, 9, dtype=torch.float64))),
+    "float64 for float*": (_arg(2, lambda cp, a: _view(cp, torch.zeros(1, 1, 6, 9, dtype=torch.float64))),
                            "points to float32, got an array of float64"),
-    "int64 for int*": (_arg(3, lambda cp, a: cp.from_dlpack(torch.tensor([[6, 9]]))), "points to int32"),
-    "a non-contiguous tensor": (_arg(2, lambda cp, a: cp.from_dlpack(torch.zeros(1, 1, 9, 6).transpose(2, 3))),
+    "int64 for int*": (_arg(3, lambda cp, a: _view(cp, torch.tensor([[6, 9]]))), "points to int32"),
+    "a non-contiguous tensor": (_arg(2, lambda cp, a: _view(cp, torch.zeros(1, 1, 9, 6).transpose(2, 3))),
                                 "not C-contiguous"),
     "a numpy array for a pointer": (_arg(0, np.zeros((1, 1, 6, 9), np.float32)),
                                     "must be an array from cupy.from_dlpack"),

@@ -254,6 +254,7 @@ def test_deterministic_sets_the_process_for_the_run_and_restores_it(demo_root, t
     common = ("--epochs", "1", "--steps-per-epoch", "1", "--no-eval", "--workers", "0")
     assert train(demo_root, tmp_path / "d", *common, "--deterministic") == 0
     assert seen == [(True, True, False, ":4096:8", MatmulUpsample.__name__)]
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ  # the environment is the caller's again
     assert (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
             torch.backends.cudnn.benchmark) == before
     assert train(demo_root, tmp_path / "n", *common) == 0
@@ -526,3 +527,22 @@ def test_workers_given_with_synth_device_get_a_note(capsys):
     assert cfg.workers == 3 and "--workers 3 applies to --synth workers and dali" in capsys.readouterr().err
     cfg = parse_args(["--data", "demo", "--category", "demo"])[0]
     assert cfg.workers == min(8, os.cpu_count() or 1) and capsys.readouterr().err == ""
+
+
+def test_the_matrix_upsampling_interpolates_in_float32_under_bf16_autocast():
+    from nsa_fast.model import MatmulUpsample
+
+    x = torch.randn(1, 4, 14, 18)
+    ref = torch.nn.UpsamplingBilinear2d(scale_factor=2)(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = MatmulUpsample()(x)
+    assert got.dtype == torch.float32  # the input's dtype, not autocast's
+    torch.testing.assert_close(got, ref, rtol=0, atol=2e-6)
+
+
+def test_deterministic_refuses_a_cublas_setting_that_is_not_deterministic(demo_root, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":0:0")
+    code = train(demo_root, tmp_path / "d", "--epochs", "1", "--steps-per-epoch", "1", "--no-eval", "--workers", "0",
+                 "--deterministic")
+    err = capsys.readouterr().err
+    assert code == 2 and "CUBLAS_WORKSPACE_CONFIG" in err and ":4096:8" in err and "':0:0'" in err

@@ -149,9 +149,9 @@ def jacobi_solve_cuda(rhs, guess, sizes, iterations: int | None = None):
     scratch = u if flag else torch.empty_like(u)  # a second global plane when two do not fit in shared memory
     rhs_c = rhs.contiguous()
     mod = _module("poisson_iter.cu", rhs.device)
-    args = (_as_cupy(u, torch.float32, "u"), _as_cupy(scratch, torch.float32, "scratch"),
-            _as_cupy(rhs_c, torch.float32, "rhs"), _as_cupy(n.dev, torch.int32, "sizes"))
-    with _on_torch_stream(rhs.device):
+    with _on_torch_stream(rhs.device):  # the views too: DLPack orders them against CuPy's current stream
+        args = (_as_cupy(u, torch.float32, "u"), _as_cupy(scratch, torch.float32, "scratch"),
+                _as_cupy(rhs_c, torch.float32, "rhs"), _as_cupy(n.dev, torch.int32, "sizes"))
         f = mod.get_function("jacobi_block")  # CuPy loads the module on the current device
         _launch(f, (B * C,), (BLOCK_THREADS,),
                 args + (np.int32(C), np.int32(R), np.int32(K), np.int32(it), np.int32(flag)), shared_mem=shared)
@@ -172,9 +172,9 @@ def sor_solve_cuda(rhs, guess, sizes, iterations: int | None = None):
     flag, shared = _in_shared(1, R, K)
     rhs_c = rhs.contiguous()
     mod = _module("poisson_iter.cu", rhs.device)
-    args = (_as_cupy(u, torch.float32, "u"), _as_cupy(rhs_c, torch.float32, "rhs"),
-            _as_cupy(n.dev, torch.int32, "sizes"), _as_cupy(n.omega, torch.float32, "omega"))
-    with _on_torch_stream(rhs.device):
+    with _on_torch_stream(rhs.device):  # the views too: DLPack orders them against CuPy's current stream
+        args = (_as_cupy(u, torch.float32, "u"), _as_cupy(rhs_c, torch.float32, "rhs"),
+                _as_cupy(n.dev, torch.int32, "sizes"), _as_cupy(n.omega, torch.float32, "omega"))
         f = mod.get_function("sor_block")  # CuPy loads the module on the current device
         _launch(f, (B * C,), (BLOCK_THREADS,),
                 args + (np.int32(C), np.int32(R), np.int32(K), np.int32(it), np.int32(flag)), shared_mem=shared)

@@ -93,9 +93,10 @@ def _trig_tables(n_max: int, device: torch.device) -> tuple[torch.Tensor, torch.
 def _dst_matrices(n: torch.Tensor, N: int, sin_table: torch.Tensor) -> torch.Tensor:
     """(B, N, N) float32: item b's n_b x n_b DST-I matrix sin(pi (i+1)(k+1) / (n_b+1)), zero-padded,
     gathered where ``n`` (int64 sizes) lives from the table of ``_trig_tables``."""
-    i = torch.arange(1, N + 1, device=n.device, dtype=torch.int64)
-    # Reduce the angle exactly in integers: (i k) mod 2(n+1).
-    prod = torch.remainder((i[:, None] * i[None, :])[None], (2 * (n + 1))[:, None, None])
+    # Reduce the angle exactly in integers: (i k) mod 2(n+1). int32 holds i k (N is a patch side),
+    # and GPUs divide int32 natively where int64 division is emulated.
+    i = torch.arange(1, N + 1, device=n.device, dtype=torch.int32)
+    prod = torch.remainder((i[:, None] * i[None, :])[None], (2 * (n.to(torch.int32) + 1))[:, None, None])
     inside = (i[None, :, None] <= n[:, None, None]) & (i[None, None, :] <= n[:, None, None])
     return sin_table.reshape(-1)[n[:, None, None] * sin_table.shape[1] + prod] * inside
 

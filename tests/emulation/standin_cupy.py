@@ -93,6 +93,13 @@ def from_dlpack(obj) -> ndarray:
     # A tensor of the stand-in device (tests/fake_device.py) lends its host data, as a CUDA
     # tensor lends its device memory: the kernel's writes land in the tensor.
     obj = getattr(obj, "elem", obj)
+    # CuPy hands its current stream to the producer's __dlpack__, and torch then orders the
+    # exchange against it: outside a torch-stream context that is CuPy's legacy default stream,
+    # which torch maps to its default stream, so synthesis on a side stream would make training
+    # wait for it. A view is taken only where the kernels will run.
+    if not _streams():
+        raise LaunchRuleError("from_dlpack outside a Stream.from_external context: torch would order the "
+                              "exchange against its default stream, not the stream the kernels run on")
     if not hasattr(obj, "__dlpack__"):
         raise TypeError(f"from_dlpack takes an object with __dlpack__, got {type(obj).__name__}")
     return ndarray(np.from_dlpack(obj), obj)
