@@ -13,7 +13,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models import resnet18
 
 
 class UpBlock(nn.Module):
@@ -82,6 +81,10 @@ class EncoderDecoder(nn.Module):
         if head not in ("sigmoid", "relu"):
             raise ValueError(f"head must be 'sigmoid' or 'relu', got {head!r}")
         self.head = head
+        # Imported here: torchvision's package import costs seconds (it loads torch._dynamo), which
+        # every command's --help and argument errors would otherwise pay.
+        from torchvision.models import resnet18
+
         enc = resnet18(weights=None)
         if in_channels != 3:
             enc.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)

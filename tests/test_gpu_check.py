@@ -69,7 +69,9 @@ def test_the_dry_run_walks_every_stage(dry_run):
     assert sorted(p.name for p in out.iterdir()) == ["stages.tar.gz", "summary.txt", "unpacked"]
     assert {p.name for p in stages.iterdir()} == {"env.txt", "tests.xml", "tests.txt", "bench.xml", "bench.txt",
                                                   "counts.json", "counts.txt", "epochs.json", "epochs.txt",
-                                                  "doctor.txt"}
+                                                  "doctor.txt", "cuda_tests.rc", "benchmarks.rc", "counts.rc",
+                                                  "epochs.rc"}
+    assert all((stages / f"{stage}.rc").read_text().strip() == "0" for stage in ("benchmarks", "counts", "epochs"))
     text = (out / "summary.txt").read_text()
     assert text.splitlines()[-1].startswith("dry run PASSED"), text[-1500:]
 

@@ -147,6 +147,7 @@ def ddp_runs(demo_root, tmp_path_factory):
     return out, [torch.load(probe / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
 
 
+@pytest.mark.slow  # two torchrun launches, half a minute: CI's slow group runs them
 def test_torchrun_two_processes_on_the_cpu(ddp_runs):
     out, (r0, _) = ddp_runs
     assert json.loads((out / "config.json").read_text())["world_size"] == 2
@@ -157,6 +158,7 @@ def test_torchrun_two_processes_on_the_cpu(ddp_runs):
         assert torch.equal(state["model"][k], v), k
 
 
+@pytest.mark.slow  # two torchrun launches, half a minute: CI's slow group runs them
 def test_ddp_ranks_train_disjoint_shards_with_synchronised_gradients(ddp_runs):
     # DDP averages the gradients, so both ranks end with the same weights although each saw other
     # images, and together they saw the whole epoch
