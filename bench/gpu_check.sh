@@ -138,7 +138,7 @@ if [ "$dry" = 1 ]; then
     bench_args=(-m cuda --standin-gpu --benchmark-disable)
     counts_args=(--standin --batch 16)
     epochs_args=(--dry-run)
-    slow=3  # all stages at once, sharing the CPU (and a busy machine: nothing is timed)
+    slow=6  # all stages at once, sharing the CPU (and perhaps a busy machine: nothing is timed)
     # Nothing is timed in a dry run, so the stages run side by side.
     for stage in environment cuda_tests benchmarks counts epochs doctor; do "$stage" & done
     wait

@@ -56,7 +56,7 @@ def test_the_header_names_every_package_the_stages_import():
 @pytest.fixture(scope="module")
 def dry_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu-check")
-    run = check("--dry-run", "--out", str(out), "--python", sys.executable, timeout=600)
+    run = check("--dry-run", "--out", str(out), "--python", sys.executable, timeout=1200)
     stages = out / "unpacked"
     with tarfile.open(out / "stages.tar.gz") as tar:
         tar.extractall(stages, filter="data")
