@@ -10,7 +10,7 @@ import importlib
 __version__ = "0.1.0"
 _PUBLIC = {"NSA": "api", "Sample": "api", "BatchSample": "api", "PRESETS": "presets", "Preset": "presets",
            "get_preset": "presets", "TASKS": "sampler", "Plan": "sampler", "Stats": "sampler",
-           "sample_plan": "sampler", "object_mask": "objects"}
+           "sample_plan": "sampler", "object_mask": "objects", "NSATransform": "tv"}
 __all__ = list(_PUBLIC)
 
 

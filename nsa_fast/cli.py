@@ -12,6 +12,11 @@ from typing import Callable
 from .errors import NsaError
 
 USAGE_ERROR = 2
+INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
+
+
+class Interrupted(Exception):
+    """Ctrl-C, caught by a command that knows what to say: its message is the line printed."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -105,9 +110,13 @@ def _say(line: str) -> None:
 
 def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
     """Call a command's ``main``: user mistakes (NsaError) and file-system failures become one
-    ``error:`` line on stderr and exit code 2; anything else is a bug and keeps its traceback."""
+    ``error:`` line on stderr and exit code 2; Ctrl-C one line and exit code 130, without a traceback;
+    anything else is a bug and keeps its traceback."""
     try:
         return main(argv)
+    except Interrupted as stop:
+        _say(str(stop))
+        return INTERRUPTED
     except SystemExit as done:  # argparse after --help (0) or a usage error (2, already printed)
         return done.code if isinstance(done.code, int) else USAGE_ERROR
     except NsaError as err:
@@ -117,5 +126,5 @@ def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) 
         _say(f"error: {os_error_message(err)}")
         return USAGE_ERROR
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        _say("interrupted")
+        return INTERRUPTED

@@ -13,8 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import InputError, warn
-from .io import IMAGE_SUFFIXES, convert, decode, list_images
+from .errors import InputError, warn, wxh
+from .io import IMAGE_SUFFIXES, convert, decode, imread_quiet, list_images
 from .presets import Preset
 
 NORMAL_NAMES = ("good", "normal")
@@ -30,11 +30,35 @@ class TestItem:
 
 
 def class_dir(root: str | Path, category: str) -> Path:
+    """ROOT/CLASS; when it is missing, the error lists the classes that ROOT does hold."""
     d = Path(root) / category
-    if not d.is_dir():
-        raise InputError(f"no class folder {str(d)!r}: expected ROOT/CLASS with ROOT={str(root)!r} "
-                         f"and CLASS={category!r}. Check --data and --category.")
-    return d
+    if d.is_dir():
+        return d
+    if not Path(root).is_dir():
+        raise InputError(f"no class folder {str(d)!r}: the dataset root --data {str(root)!r} is not a folder. "
+                         "Pass the folder that holds the class folders (MVTec layout: ROOT/CLASS/train/good).")
+    raise InputError(f"no class folder {category!r} under {str(root)!r}; {found_classes(Path(root), category)}. "
+                     "Check --data and --category.")
+
+
+def classes_under(root: Path) -> list[str]:
+    """The class folders of a dataset root: its subfolders that hold a train or test folder."""
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and ((p / "train").is_dir() or (p / "test").is_dir()))
+
+
+def found_classes(root: Path, category: str, shown: int = 15) -> str:
+    """What a dataset root holds instead of ``category``, for an error message."""
+    import difflib
+
+    names = classes_under(root)
+    if not names:
+        if (root / "train").is_dir():
+            return (f"it holds no class folders but is one itself (it has train/): use --data "
+                    f"{str(root.parent)!r} --category {root.name!r}")
+        return "it holds no class folders (folders with train/ or test/ inside)"
+    text = "found: " + ", ".join(names[:shown]) + (f", ... ({len(names)} in all)" if len(names) > shown else "")
+    close = difflib.get_close_matches(category, names, n=1)
+    return text + (f" (did you mean {close[0]!r}?)" if close else "")
 
 
 def train_files(root: str | Path, category: str) -> list[Path]:
@@ -90,9 +114,9 @@ def load_images(paths: list[Path], preset: Preset, size: int) -> np.ndarray:
         kinds.setdefault(1 if img.ndim == 2 else img.shape[2], []).append(p)
         h, w = img.shape[:2]
         if h != w:
-            odd["not square"].append((p, (h, w)))
+            odd["not square"].append((p, img.shape))
         if min(h, w) < size:
-            odd["small"].append((p, (h, w)))
+            odd["small"].append((p, img.shape))
         out[i] = convert(img, preset.channels, size)
     if len(kinds) > 1:
         desc = "; ".join(f"{len(v)} with {'1 channel' if k == 1 else f'{k} channels'} (e.g. {str(v[0])!r})"
@@ -100,13 +124,15 @@ def load_images(paths: list[Path], preset: Preset, size: int) -> np.ndarray:
         raise InputError(f"mixed grayscale and colour images among the {len(paths)} files: {desc}. "
                          "Convert all images to one kind (grayscale or RGB).")
     if odd["not square"]:
-        f, (h, w) = odd["not square"][0]
-        warn(f"{len(odd['not square'])} of {len(paths)} images are not square (e.g. {str(f)!r}, {h}x{w}); "
-             f"they are resized to {size}x{size}, which distorts them. Crop them square first to avoid it.")
+        f, shape = odd["not square"][0]
+        warn(f"{len(odd['not square'])} of {len(paths)} images are not square (e.g. {str(f)!r} is {wxh(shape)}, "
+             f"width x height); they are resized to {size}x{size}, which distorts them. Crop them square first "
+             "to avoid it.")
     if odd["small"]:
-        f, (h, w) = odd["small"][0]
-        warn(f"{len(odd['small'])} of {len(paths)} images are smaller than {size} px (e.g. {str(f)!r}, "
-             f"{h}x{w}); they are upscaled, which blurs them. The preset expects image_size={size}.")
+        f, shape = odd["small"][0]
+        warn(f"{len(odd['small'])} of {len(paths)} images are smaller than {size}x{size} (e.g. {str(f)!r} is "
+             f"{wxh(shape)}, width x height); they are upscaled, which blurs them. The preset expects "
+             f"image_size={size}.")
     return out
 
 
@@ -120,13 +146,11 @@ def load_masks(items: list[TestItem], size: int) -> np.ndarray:
     for i, it in enumerate(items):
         if it.mask is None:
             continue
-        m = cv2.imread(str(it.mask), cv2.IMREAD_GRAYSCALE)
-        if m is None:
-            raise InputError(f"cannot decode the mask {str(it.mask)!r}: the file is missing, empty or corrupt.")
+        m = imread_quiet(it.mask, cv2.IMREAD_GRAYSCALE, "mask")
         shape = decode(it.path).shape[:2]
         if m.shape != shape:
-            raise InputError(f"the mask {str(it.mask)!r} is {m.shape[0]}x{m.shape[1]} but its image "
-                             f"{str(it.path)!r} is {shape[0]}x{shape[1]}; masks must match their images.")
+            raise InputError(f"the mask {str(it.mask)!r} is {wxh(m.shape)} but its image {str(it.path)!r} is "
+                             f"{wxh(shape)} (width x height); masks must match their images.")
         out[i] = cv2.resize((m > 0).astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST) > 0
     graded = [it for it in items if it.mask is not None and it.mask.suffix.lower() in (".jpg", ".jpeg")]
     if graded:

@@ -7,16 +7,19 @@ first use under ``<cache>/data`` (the cache is ``$NSA_FAST_CACHE`` or ``~/.cache
     demo/test/good/000.png ...                  normal images not in the training set
     demo/test/<defect>/000.png ...              images with one synthetic defect each
     demo/ground_truth/<defect>/000_mask.png ... uint8 0/255 masks of exactly the changed region
-    demo/README.txt                             sources, licences, how it was made
+    demo/README.txt                             sources, licences, how it was made (and the version)
 
-Everything is derived from the gravel, grass and brick photos bundled with scikit-image, so
-nothing is downloaded, and generation is deterministic (fixed seeds): the same library versions
-give byte-identical files.
+The surface is a brick pavement: scikit-image's brick photo, tinted to a terracotta colour, a
+regular texture whose normal look a network learns in a few minutes on a CPU. The defects are
+ones a reader recognises: scratches, stains and missing pieces (holes with rubble underneath,
+from the gravel photo). Nothing is downloaded, and generation is deterministic (fixed seeds):
+the same library versions give byte-identical files.
 """
 from __future__ import annotations
 
 import math
 import os
+import shutil
 from pathlib import Path
 
 import cv2
@@ -25,48 +28,57 @@ import numpy as np
 from .errors import NsaError
 
 DEMO = "demo"
+# The demo's version, written into its README.txt: a cache whose README.txt is not this version's
+# holds another demo (0.1's gravel, say) and is rewritten whole rather than completed.
+VERSION = 2
 SIZE = 256
 N_TRAIN = 40
 N_TEST_GOOD = 10
 N_PER_DEFECT = 7
-DEFECTS = ("scratch", "stain", "patch")
-# Each defect covers this fraction of the image: big enough to see and to score, small enough
-# that detecting it is not trivial (MVTec defects are mostly in this range too).
-MIN_AREA, MAX_AREA = 0.002, 0.05
-# Separate seeds keep the test images out of the training set and leave the training images
-# byte-identical to those of older caches, which held only them.
+DEFECTS = ("scratch", "stain", "missing")
+# Each defect covers this fraction of the image: large and contrasted enough to see at a glance
+# and to move the image score (the mean of the anomaly map) in a few minutes' training.
+MIN_AREA, MAX_AREA = 0.01, 0.08
+# Normal images are crops of this many photo pixels a side (of 512), resized to SIZE.
+CROP_MIN, CROP_MAX = 224, 256
+# Separate seeds keep the test images out of the training set.
 TRAIN_SEED, TEST_GOOD_SEED, DEFECT_SEED = 0, 1, 2
-# Warm colour for the grayscale photos, so the demo is RGB.
-TINT = np.array([1.0, 0.9, 0.75], np.float32)
+# Terracotta colour for the grayscale brick photo, so the demo is RGB.
+TINT = np.array([1.25, 0.85, 0.65], np.float32)
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("NSA_FAST_CACHE", Path.home() / ".cache" / "nsa_fast"))
 
 
-def _photo(name: str) -> np.ndarray:
-    """A bundled grayscale scikit-image photo, tinted to uint8 RGB."""
+def _gray(name: str) -> np.ndarray:
+    """A bundled grayscale scikit-image photo, float32 (512, 512)."""
     from skimage import data
 
-    g = getattr(data, name)().astype(np.float32)
-    return np.clip(g[..., None] * TINT, 0, 255).astype(np.uint8)
+    return getattr(data, name)().astype(np.float32)
+
+
+def _tint(gray: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(gray[..., None] * TINT), 0, 255).astype(np.uint8)
 
 
 def _texture() -> np.ndarray:
-    return _photo("gravel")  # 512x512, CC0
+    return _tint(_gray("brick"))  # 512x512, CC0
 
 
 def normal_images(n: int, seed: int = 0) -> list[np.ndarray]:
-    """n normal demo images, uint8 (256, 256, 3): random crops, flips and 90-degree turns."""
+    """n normal demo images, uint8 (SIZE, SIZE, 3): random crops, mirrored or upside down."""
     rng = np.random.default_rng(seed)
     tex = _texture()
     out = []
     for _ in range(n):
-        side = int(rng.integers(300, 400))
-        y, x = rng.integers(0, tex.shape[0] - side, size=2)
-        crop = np.rot90(tex[y:y + side, x:x + side], int(rng.integers(4)))
+        side = int(rng.integers(CROP_MIN, CROP_MAX + 1))
+        y, x = rng.integers(0, tex.shape[0] - side + 1, size=2)
+        crop = tex[y:y + side, x:x + side]
         if rng.integers(2):
             crop = crop[:, ::-1]
+        if rng.integers(2):
+            crop = crop[::-1]
         out.append(cv2.resize(np.ascontiguousarray(crop), (SIZE, SIZE), interpolation=cv2.INTER_AREA))
     return out
 
@@ -75,15 +87,18 @@ def normal_images(n: int, seed: int = 0) -> list[np.ndarray]:
 # Every defect is drawn as a binary mask first and the image is changed only inside it, so the
 # ground truth is exact: no changed pixel lies outside the mask.
 
-def _blob_mask(rng: np.random.Generator, area: float) -> np.ndarray:
-    """A filled, smoothly wobbling closed shape of about ``area`` (fraction of the image)."""
+def _blob_mask(rng: np.random.Generator, area: float, jagged: float = 0.0) -> np.ndarray:
+    """A filled closed shape of about ``area`` (fraction of the image): smoothly wobbling, with
+    ``jagged`` > 0 also a broken, chipped outline."""
     radius = math.sqrt(area * SIZE * SIZE / math.pi)
     theta = np.linspace(0.0, 2.0 * math.pi, 96, endpoint=False)
     r = np.ones_like(theta)
-    for k in (2, 3, 4):  # low harmonics only: an irregular but smooth outline, no spikes
+    for k in (2, 3, 4):  # low harmonics: an irregular but smooth outline
         r += rng.uniform(0.0, 0.5 / k) * np.cos(k * theta + rng.uniform(0, 2 * math.pi))
-    stretch = rng.uniform(0.7, 1.3)  # elongated, not round
-    margin = 2.0 * radius + 4  # keep it whole inside the image, so the area is as intended
+    if jagged:
+        r *= 1 + jagged * rng.uniform(-1, 1, theta.size)
+    stretch = rng.uniform(0.75, 1.3)  # elongated, not round
+    margin = 1.8 * radius + 4  # keep it whole inside the image, so the area is as intended
     cy, cx = rng.uniform(margin, SIZE - margin, size=2)
     rot = rng.uniform(0, 2 * math.pi)
     ex, ey = radius * r * np.cos(theta) * stretch, radius * r * np.sin(theta) / stretch
@@ -95,66 +110,70 @@ def _blob_mask(rng: np.random.Generator, area: float) -> np.ndarray:
 
 
 def _scratch(img: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """One or two thin curved strokes, bright or dark, like a scratch on the surface."""
+    """One or two long curved grooves scraped into the surface: pale, with the texture faintly
+    showing through, like a scratch on fired clay."""
     mask = np.zeros((SIZE, SIZE), np.uint8)
     for _ in range(int(rng.integers(1, 3))):
-        p0 = rng.uniform(30, SIZE - 30, size=2)
-        length = rng.uniform(60, 150)
+        p0 = rng.uniform(0.1 * SIZE, 0.9 * SIZE, size=2)
+        length = rng.uniform(0.45, 0.8) * SIZE
         angle = rng.uniform(0, 2 * math.pi)
         p2 = np.clip(p0 + length * np.array([math.cos(angle), math.sin(angle)]), 8, SIZE - 8)
         normal = np.array([-math.sin(angle), math.cos(angle)])
-        p1 = (p0 + p2) / 2 + normal * rng.uniform(-0.35, 0.35) * length  # bend of the curve
-        t = np.linspace(0, 1, 40)[:, None]
+        p1 = (p0 + p2) / 2 + normal * rng.uniform(-0.25, 0.25) * length  # bend of the curve
+        t = np.linspace(0, 1, 60)[:, None]
         curve = (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t ** 2 * p2  # quadratic Bezier
         cv2.polylines(mask, [np.round(curve).astype(np.int32)], False, 255,
-                      thickness=int(rng.integers(2, 4)), lineType=cv2.LINE_8)
-    level = rng.uniform(225, 255) if rng.integers(2) else rng.uniform(10, 40)
+                      thickness=int(rng.integers(5, 9)), lineType=cv2.LINE_8)
     inside = mask > 0
+    pale = np.array([235, 225, 205], np.float32) * rng.uniform(0.9, 1.0)
     out = img.copy()
-    # Mostly the scratch colour, a little of the texture showing through, so it is not flat.
-    out[inside] = np.clip(0.8 * level * TINT + 0.2 * img[inside], 0, 255).astype(np.uint8)
+    out[inside] = np.clip(0.8 * pale + 0.2 * img[inside], 0, 255).astype(np.uint8)
     return out, mask
 
 
+STAINS = {"oil": (0.3, 0.3, 0.35), "moss": (0.45, 0.85, 0.45), "paint": (0.45, 0.75, 1.6)}
+
+
 def _stain(img: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A smooth colour-shifted blob, strongest in its middle, like a spill or a rust spot."""
-    mask = _blob_mask(rng, float(np.exp(rng.uniform(np.log(0.006), np.log(0.03)))))
+    """A smooth colour-shifted blob, strongest in its middle: a spill of oil, moss or paint."""
+    mask = _blob_mask(rng, float(np.exp(rng.uniform(np.log(0.02), np.log(0.06)))))
     inside = mask > 0
     # Strength ramps up from the edge over a few pixels but is exactly zero outside the mask.
     dist = cv2.distanceTransform(mask, cv2.DIST_L2, 5)
-    alpha = np.clip(dist / rng.uniform(3, 8), 0, 1) * rng.uniform(0.7, 0.9)
+    alpha = np.clip(dist / rng.uniform(4, 10), 0, 1) * rng.uniform(0.85, 0.95)
     alpha = cv2.GaussianBlur(alpha, (0, 0), 1.5) * inside
-    gains = [(0.55, 0.4, 0.3), (0.5, 0.75, 1.25), (0.7, 1.05, 0.6), (0.45, 0.45, 0.5)]  # rust, blue, green, oil
-    target = img.astype(np.float32) * np.array(gains[int(rng.integers(len(gains)))], np.float32)
+    gain = np.array(list(STAINS.values())[int(rng.integers(len(STAINS)))], np.float32)
+    target = img.astype(np.float32) * gain
     out = img.astype(np.float32) * (1 - alpha[..., None]) + target * alpha[..., None]
     return np.clip(np.round(out), 0, 255).astype(np.uint8), mask
 
 
-def _patch(img: np.ndarray, rng: np.random.Generator, sources: dict[str, np.ndarray]
-           ) -> tuple[np.ndarray, np.ndarray]:
-    """A blob of a foreign texture (grass or brick) pasted in: a texture, not a colour, anomaly."""
-    mask = _blob_mask(rng, float(np.exp(rng.uniform(np.log(0.005), np.log(0.025)))))
-    src = sources[("grass", "brick")[int(rng.integers(2))]]
-    # Near the source's own scale: much smaller and grass strands blur into noise like gravel.
-    scale = rng.uniform(0.7, 1.2)
-    small = cv2.resize(src, None, fx=scale, fy=scale,
-                       interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    y, x = rng.integers(0, small.shape[0] - SIZE + 1, size=2)
-    foreign = small[y:y + SIZE, x:x + SIZE].astype(np.float32)
-    # Match the surrounding brightness, so what differs is the texture itself.
+def _missing(img: np.ndarray, rng: np.random.Generator, rubble: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A piece broken out of the surface: a chipped hole showing grey rubble (the gravel photo)
+    in its shadow, darkest under the edge that faces the light."""
+    mask = _blob_mask(rng, float(np.exp(rng.uniform(np.log(0.02), np.log(0.06)))), jagged=0.08)
     inside = mask > 0
-    foreign += img[inside].astype(np.float32).mean(axis=0) - foreign[inside].mean(axis=0)
+    y, x = rng.integers(0, rubble.shape[0] - SIZE + 1, size=2)
+    floor = rubble[y:y + SIZE, x:x + SIZE] * rng.uniform(0.45, 0.6)
+    # The hole's own shadow: the rim casts it inwards, most on the side away from the light.
+    dist = cv2.distanceTransform(mask, cv2.DIST_L2, 5)
+    shade = 0.45 + 0.55 * np.clip(dist / 12.0, 0, 1)
+    light = rng.uniform(0, 2 * math.pi)
+    shifted = cv2.warpAffine(mask, np.float32([[1, 0, 6 * math.cos(light)], [0, 1, 6 * math.sin(light)]]),
+                             (SIZE, SIZE))
+    shade = np.where(shifted > 0, shade, 0.45 * shade)  # the part the rim hides from the light
+    grey = floor * shade
     out = img.copy()
-    out[inside] = np.clip(np.round(foreign[inside]), 0, 255).astype(np.uint8)
+    out[inside] = np.clip(np.round(grey[inside][:, None] * np.float32([1.0, 0.97, 0.92])), 0, 255).astype(np.uint8)
     return out, mask
 
 
 def defect_images(kind: str, n: int = N_PER_DEFECT, seed: int = DEFECT_SEED
                   ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """n (normal, defective, mask) triples of one defect kind; masks uint8 0/255, (256, 256)."""
+    """n (normal, defective, mask) triples of one defect kind; masks uint8 0/255, (SIZE, SIZE)."""
     k = DEFECTS.index(kind)
     bases = normal_images(n * len(DEFECTS), seed)[k * n:(k + 1) * n]  # other base per kind
-    sources = {name: _photo(name) for name in ("grass", "brick")} if kind == "patch" else {}
+    rubble = cv2.resize(_gray("gravel"), (768, 768), interpolation=cv2.INTER_LINEAR) if kind == "missing" else None
     out = []
     for i, base in enumerate(bases):
         rng = np.random.default_rng([seed, k, i])
@@ -164,22 +183,20 @@ def defect_images(kind: str, n: int = N_PER_DEFECT, seed: int = DEFECT_SEED
             elif kind == "stain":
                 img, mask = _stain(base, rng)
             else:
-                img, mask = _patch(base, rng, sources)
+                img, mask = _missing(base, rng, rubble)
             if MIN_AREA <= np.count_nonzero(mask) / mask.size <= MAX_AREA:
                 break
         else:  # pragma: no cover - only if the drawing code above is broken
             raise RuntimeError(f"could not draw a {kind} defect within the area bounds")
         out.append((base, img, mask))
     return out
-
-
 # --- files --------------------------------------------------------------------------------------
 
 README = f"""\
-nsa_fast demo dataset (MVTec AD folder layout)
-==============================================
+nsa_fast demo dataset (MVTec AD folder layout), version {VERSION}
+==============================================================
 
-train/good/                 {N_TRAIN} normal images, 256x256 RGB PNG
+train/good/                 {N_TRAIN} normal images, {SIZE}x{SIZE} RGB PNG
 test/good/                  {N_TEST_GOOD} normal images, not in the training set
 test/<defect>/              {N_PER_DEFECT} images each for the defects {", ".join(DEFECTS)}
 ground_truth/<defect>/      <stem>_mask.png: uint8 single-channel, 255 = changed pixels, else 0
@@ -189,30 +206,30 @@ Sources and licences
 All images are derived only from photographs bundled with scikit-image (skimage.data);
 nothing else was used. Per scikit-image's documentation of these images:
 
-- skimage.data.gravel(): from CC0Textures (texture "Gravel04"), Creative Commons CC0 licence.
-  The base texture of every image.
-- skimage.data.grass(): from DeviantArt ("Grass-01" by linolafett), Creative Commons CC0
-  licence. Foreign texture pasted in by the "patch" defect.
 - skimage.data.brick(): from CC0Textures (texture "Bricks25"), Creative Commons CC0 licence.
-  Foreign texture pasted in by the "patch" defect.
+  The surface of every image.
+- skimage.data.gravel(): from CC0Textures (texture "Gravel04"), Creative Commons CC0 licence.
+  The rubble seen through the holes of the "missing" defect.
 
 scikit-image itself (the code) is distributed under the BSD 3-Clause licence.
 
 How it was made
 ---------------
-The grayscale photos are tinted to a warm RGB colour. Normal images are random square crops
-(300-399 px) of the gravel photo, turned by a random multiple of 90 degrees, mirrored half of
-the time and resized to 256x256 (area interpolation); training, good test and defect base
-images use different seeds ({TRAIN_SEED}, {TEST_GOOD_SEED}, {DEFECT_SEED}). Each defect image is such a normal
-image with one synthetic defect, drawn first as its mask; pixels outside the mask are unchanged:
+The grayscale brick photo (512x512) is tinted to a terracotta RGB colour. Normal images are
+random square crops ({CROP_MIN}-{CROP_MAX} px) of it, mirrored left-right and upside down half of
+the time each, and resized to {SIZE}x{SIZE} (area interpolation); training, good test and defect
+base images use different seeds ({TRAIN_SEED}, {TEST_GOOD_SEED}, {DEFECT_SEED}). Each defect image is such a
+normal image with one synthetic defect, drawn first as its mask; pixels outside the mask are
+unchanged:
 
-- scratch: one or two thin (2-3 px) curved strokes (quadratic Bezier), bright or dark.
-- stain:   a smooth irregular blob whose colour is shifted (rust, blue, green or dark oil),
+- scratch: one or two long curved grooves (quadratic Bezier, 5-8 px wide), pale clay colour
+           with the texture faintly showing through.
+- stain:   a smooth irregular blob whose colour is shifted (dark oil, green moss or blue paint),
            strongest in the middle.
-- patch:   a smooth irregular blob of grass or brick texture, brightness matched to the
-           surroundings.
+- missing: a piece broken out of the surface: a blob with a chipped outline showing dark grey
+           rubble (a crop of the gravel photo) in the hole's shadow.
 
-Each defect covers {MIN_AREA:.1%} to {MAX_AREA:.0%} of the image. Generated by nsa_fast.demo
+Each defect covers {MIN_AREA:.0%} to {MAX_AREA:.0%} of the image. Generated by nsa_fast.demo
 (deterministic: fixed seeds).
 """
 
@@ -222,7 +239,7 @@ def _stem(i: int) -> str:
 
 
 def demo_layout() -> list[str]:
-    """Relative paths (under ``demo/``) of every file of the demo dataset."""
+    """Relative paths (under ``demo/``) of every file of the demo dataset, README.txt last."""
     paths = [f"train/good/{_stem(i)}.png" for i in range(N_TRAIN)]
     paths += [f"test/good/{_stem(i)}.png" for i in range(N_TEST_GOOD)]
     for kind in DEFECTS:
@@ -251,9 +268,7 @@ def encode(content: np.ndarray | str) -> bytes:
     if isinstance(content, str):
         return content.encode("utf-8")
     img = cv2.cvtColor(content, cv2.COLOR_RGB2BGR) if content.ndim == 3 else content
-    # Gravel is close to noise and barely compresses; zlib level 1 gives the smallest files
-    # here (about 30 % below OpenCV's default settings), and quickly.
-    ok, buf = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    ok, buf = cv2.imencode(".png", img)
     if not ok:
         raise OSError("could not encode a demo image as PNG")
     return buf.tobytes()
@@ -271,23 +286,46 @@ def _write_atomic(path: Path, content: np.ndarray | str) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def is_current(base: Path) -> bool:
+    """Whether ``base`` (a ``demo/`` folder) was written by this version of the demo: its
+    README.txt, written last, is this version's."""
+    try:
+        return (base / "README.txt").read_bytes() == encode(README)
+    except OSError:
+        return False
+
+
+def _remove_stale(base: Path) -> None:
+    """Delete the image folders of another version's demo (its defect folders may differ from
+    today's, and an evaluation would count them); only the folders this module writes."""
+    for sub in ("train", "test", "ground_truth"):
+        shutil.rmtree(base / sub, ignore_errors=True)
+    (base / "README.txt").unlink(missing_ok=True)
+
+
 def ensure_demo(root: Path | None = None) -> Path:
     """Write whatever is missing of the demo dataset; returns its root (holding ``demo/``).
 
-    Files already there are kept (generation is deterministic, so they match), which also
-    completes older caches that held only the training images.
+    A folder of this version (see :func:`is_current`) keeps the files it has (generation is
+    deterministic, so they match) and gets the missing ones; one of another version, or one
+    whose writing was interrupted before README.txt, is written anew.
     """
     root = Path(root) if root else cache_dir() / "data"
     base = root / DEMO
-    missing = [rel for rel in demo_layout() if not (base / rel).is_file()]
-    if missing:
-        files = build_demo()
-        try:
-            for rel in missing:
+    try:
+        if is_current(base):
+            missing = [rel for rel in demo_layout() if not (base / rel).is_file()]
+        else:
+            if base.exists():
+                _remove_stale(base)
+            missing = demo_layout()
+        if missing:
+            files = build_demo()
+            for rel in missing:  # README.txt last: it marks a complete folder
                 _write_atomic(base / rel, files[rel])
-        except OSError as err:
-            raise NsaError(f"cannot write the demo data to {str(base)!r} ({err.strerror or err}); set "
-                           "NSA_FAST_CACHE to a writable folder.") from err
+    except OSError as err:
+        raise NsaError(f"cannot write the demo data to {str(base)!r} ({err.strerror or err}); set "
+                       "NSA_FAST_CACHE to a writable folder.") from err
     return root
 
 

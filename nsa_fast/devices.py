@@ -10,6 +10,7 @@ import os
 import torch
 
 from .errors import NsaError, warn
+from .sampler import Stats
 
 CUBLAS_ENV = "CUBLAS_WORKSPACE_CONFIG"
 CUBLAS_DETERMINISTIC = (":4096:8", ":16:8")  # the settings under which cuBLAS is deterministic
@@ -68,3 +69,35 @@ def determinism(deterministic: bool, device: torch.device):
 def precision(device: torch.device, amp_dtype: torch.dtype | None):
     """bf16 autocast where ``autocast_dtype`` chose it; nothing otherwise."""
     return torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
+
+
+def setup_distributed(cfg) -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; initialises the process group
+    (NCCL for GPU training, gloo for CPU training, also on a machine with GPUs)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, 0
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    gpu = torch.cuda.is_available() and cfg.device != "cpu"
+    backend = "nccl" if gpu else "gloo"
+    if gpu:
+        torch.cuda.set_device(local)
+    torch.distributed.init_process_group(backend)
+    return rank, world, local
+
+
+def distribute(model, device: torch.device, local: int, world: int):
+    """The model as DDP sees it in a run of ``world`` processes (gradients averaged over the ranks
+    at every step); the model itself in a single-process run."""
+    if world == 1:
+        return model
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=[local] if device.type == "cuda" else None)
+
+
+def all_ranks(stats: Stats, device: torch.device, world: int) -> Stats:
+    """The epoch's counts summed over the ranks of a DDP run (each made its own samples)."""
+    if world == 1:
+        return stats
+    t = torch.as_tensor(stats.to_array(), device=device)
+    torch.distributed.all_reduce(t)
+    return Stats.from_array(t.cpu().numpy())  # sync: once an epoch

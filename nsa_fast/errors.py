@@ -25,6 +25,12 @@ class PresetError(NsaError, KeyError):
 _WARNED: set[str] = set()
 
 
+def wxh(shape) -> str:
+    """An image size as users read it, width first: ``wxh((192, 256, 3))`` is ``'256x192'`` for
+    a numpy shape (height, width[, channels]). Messages say "(width x height)" beside it."""
+    return f"{shape[1]}x{shape[0]}"
+
+
 def warn(message: str) -> None:
     """One ``warning:`` line on stderr, once a process: the run goes on, but the user should know."""
     import sys
@@ -79,6 +85,7 @@ def check_pair(dst: np.ndarray, src: np.ndarray) -> tuple[np.ndarray, np.ndarray
     if dst.shape != src.shape:
         raise InputError(
             f"source and destination must have the same shape, got destination {dst.shape} "
-            f"and source {src.shape}. Resize the training images to one size first "
-            "(the presets use 256, or 264 for textures).")
+            f"and source {src.shape} (numpy shapes: height, width, channels; the destination is "
+            f"{wxh(dst.shape)} and the source {wxh(src.shape)}, width x height). Resize the training "
+            "images to one size first (the presets use 256, or 264 for textures).")
     return dst, src

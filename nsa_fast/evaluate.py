@@ -5,8 +5,6 @@
 Objects are fed the central crop (224 of 256) and the map is zero-padded back to 256; textures
 are fed the full 256 image. Image score = mean of the map. Image AUROC, pixel AUROC over all
 pixels, AU-PRO up to a false-positive rate of 0.3 as MVTec's official script computes it.
-Writes DIR/metrics.json, DIR/scores.csv and DIR/examples.png (input, ground truth, heatmap).
-Exit codes: 0 success, 2 bad input.
 """
 from __future__ import annotations
 
@@ -84,7 +82,8 @@ def evaluate(ckpt_path, root, category: str, out_dir, device=None) -> dict:
     rows = [["path", "defect", "label", "score"]] + [[str(it.path), it.defect, it.label, f"{s:.9g}"]
                                                       for it, s in zip(items, scores)]
     write_text_atomic(out / "scores.csv", csv_text(rows))
-    write_figures(out, images, masks, maps, scores, labels, items, vmax, metrics, (fpr, pro))
+    write_figures(out, images, masks, maps, scores, labels, items, vmax, metrics, (fpr, pro),
+                  box=viz.seen_box(preset, size))
     return metrics
 
 
@@ -92,13 +91,14 @@ PRO_LIMIT = 0.3
 FIGURES = ("examples.png", "roc.png", "pro.png")
 
 
-def write_figures(out: Path, images, masks, maps, scores, labels, items, vmax, metrics, curve) -> None:
-    """examples.png (Figure 2 with captions and a colour scale), roc.png and pro.png."""
+def write_figures(out: Path, images, masks, maps, scores, labels, items, vmax, metrics, curve, box=None) -> None:
+    """examples.png (Figure 2 with captions and a colour scale; ``box``: the central crop the network
+    sees, marked on the maps), roc.png and pro.png."""
     from .io import write_image
 
     names = [f"{it.defect}/{it.path.name}" for it in items]
     write_image(out / "examples.png", viz.examples_figure(images, masks, maps, scores, names,
-                                                          viz.example_picks(labels), vmax))
+                                                          viz.example_picks(labels), vmax, box=box))
     viz.roc_figure(out / "roc.png", scores, labels, maps, masks, (metrics["image_auroc"], metrics["pixel_auroc"]))
     viz.pro_figure(out / "pro.png", *curve, PRO_LIMIT, metrics["au_pro_0.3"])
 
@@ -125,11 +125,19 @@ def results_table(metrics: dict, outputs: list[tuple[str, Path, str]]) -> str:
 
 def eval_outputs(out: Path) -> list[tuple[str, Path, str]]:
     out = Path(out)
-    return [("metrics.json", out / "metrics.json", "every figure, for programs"),
-            ("scores.csv", out / "scores.csv", "the score of each test image"),
+    return [("metrics.json", out / "metrics.json", "every figure, for programs (per-defect AUROCs included)"),
+            ("scores.csv", out / "scores.csv", "the score of each test image, with its defect type and label"),
             ("examples.png", out / "examples.png", "inputs, ground truth, anomaly maps"),
             ("roc.png", out / "roc.png", "image and pixel ROC curves"),
             ("pro.png", out / "pro.png", f"PRO curve up to FPR {PRO_LIMIT}")]
+
+
+def help_text() -> str:
+    """The module's description for --help, with every file it writes, one line each."""
+    outputs = eval_outputs(Path("DIR"))
+    width = max(len(str(p)) for _, p, _ in outputs)
+    files = "\n".join(f"  {str(p):<{width}}  {what}" for _, p, what in outputs)
+    return f"{__doc__.rstrip()}\n\nWrites, into --out DIR:\n{files}\n\nExit codes: 0 success, 2 bad input, 130 Ctrl-C.\n"
 
 
 def main(argv=None) -> int:
@@ -137,7 +145,7 @@ def main(argv=None) -> int:
 
 
 def _main(argv) -> int:
-    ap = Parser(prog="python -m nsa_fast.evaluate", description=__doc__)
+    ap = Parser(prog="python -m nsa_fast.evaluate", description=help_text())
     ap.add_argument("--checkpoint", required=True, help="last.pt of a training run")
     ap.add_argument("--data", required=True, help="dataset root (MVTec layout) or 'demo'")
     ap.add_argument("--category", required=True, help="class folder under --data with a test set")

@@ -1,9 +1,13 @@
 """Image files in and out: decoding with clear errors, the MVTec folder layout."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
+import sys
+import tempfile
+import threading
 from pathlib import Path
 
 import cv2
@@ -32,10 +36,7 @@ def decode(path: str | Path) -> np.ndarray:
     16-bit files keep their high byte; an alpha channel is dropped (it carries no appearance).
     """
     path = Path(path)
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise InputError(f"cannot decode the image {str(path)!r}: the file is missing, empty or "
-                         "corrupt. Replace or remove it.")
+    img = imread_quiet(path, cv2.IMREAD_UNCHANGED)
     if img.dtype == np.uint16:
         if img.max(initial=0) < 4096:
             warn(f"{str(path)!r} is a 16-bit image whose values stay below 4096 (12-bit data?): its high byte, "
@@ -46,6 +47,64 @@ def decode(path: str | Path) -> np.ndarray:
     if img.ndim == 3 and img.shape[2] == 4:
         img = img[..., :3]
     return img
+
+
+def imread_quiet(path: Path, flags: int, what: str = "image") -> np.ndarray:
+    """``cv2.imread`` without the decoders' own messages on the console: an error (InputError)
+    when the file is missing, empty or does not decode, naming the file and the decoder's reason;
+    a warning when it decodes but the decoder complained (a truncated JPEG decodes, grey below
+    the cut)."""
+    if not path.is_file():
+        raise InputError(f"cannot decode the {what} {str(path)!r}: the file is missing. Check the path.")
+    if path.stat().st_size == 0:
+        raise InputError(f"cannot decode the {what} {str(path)!r}: the file is empty (0 bytes). Replace or "
+                         "remove it.")
+    with decoder_messages() as said:
+        img = cv2.imread(str(path), flags)
+    reason = f" (the decoder says: {said[0]})" if said else ""
+    if img is None:
+        raise InputError(f"cannot decode the {what} {str(path)!r}: the file is corrupt or not an image"
+                         f"{reason}. Replace or remove it.")
+    if said:
+        warn(f"the {what} {str(path)!r} decodes with a complaint{reason}: it may be truncated or damaged, "
+             "and is used as decoded. Check it.")
+    return img
+
+
+_FD_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def decoder_messages():
+    """Keep what image decoders print to the console while the block runs, instead of showing
+    it: OpenCV's log (``[ WARN:0@...] global loadsave.cpp ...``) is set silent, and what the C
+    libraries write to file descriptor 2 themselves (libjpeg's "Premature end of JPEG file",
+    libpng's errors) goes to a temporary file. Yields a list that receives those lines when the
+    block ends. Both are restored after, also on an error. Descriptor 2 is the process's: other
+    threads' output during a decode (milliseconds) lands in that file too."""
+    said: list[str] = []
+    log = cv2.utils.logging
+    with _FD_LOCK, contextlib.ExitStack() as stack:
+        saved = f = None
+        try:
+            f = stack.enter_context(tempfile.TemporaryFile())
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError, AttributeError):  # no temporary file or no descriptor 2: OpenCV's log only
+            pass
+        level = log.getLogLevel()
+        log.setLogLevel(log.LOG_LEVEL_SILENT)
+        try:
+            if saved is not None:
+                os.dup2(f.fileno(), 2)
+            yield said
+        finally:
+            if saved is not None:
+                os.dup2(saved, 2)
+                os.close(saved)
+                f.seek(0)
+                said += [line.strip() for line in f.read().decode(errors="replace").splitlines() if line.strip()]
+            log.setLogLevel(level)
 
 
 def convert(img: np.ndarray, channels: int, size: int | None = None) -> np.ndarray:

@@ -3,7 +3,9 @@
     python -m nsa_fast.predict --checkpoint CKPT PATH [PATH ...] --out DIR
     python -m nsa_fast.predict --checkpoint CKPT --export onnx --out DIR
 
-Images or folders in; DIR/<name>_heatmap.png (the map over the image; inputs from several folders
+Images or folders in; DIR/<name>_heatmap.png (at the input's own size: the input beside the map
+over it, a colour bar, and a caption with the file name, its score and the map's maximum; for
+object presets a dashed box marks the central crop the network sees; inputs from several folders
 keep their folders below the common one, so equal names do not collide) and DIR/scores.csv (image
 score = mean of the map, as in evaluation, and the map's maximum) out. ``--export onnx`` writes
 DIR/model.onnx mapping a normalised (B, C, H, W) float32 batch to (B, H, W) maps.
@@ -17,6 +19,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import cli
@@ -88,26 +91,63 @@ def export_onnx(model, preset, path: Path) -> Path:
     return path
 
 
-def predict(ckpt, paths: list[str], out_dir, device=None) -> list[tuple[Path, float, float]]:
+def to_input_size(amap: np.ndarray, shape: tuple[int, int], box: tuple[int, int, int, int] | None):
+    """A square map of the evaluation size (predict resized the input to it) back on the input's
+    own (H, W) grid by the inverse resize (bilinear), and the seen region's box (y0, y1, x0, x1,
+    ``viz.seen_box``) in the input's pixels (None with ``box`` None)."""
+    import cv2
+
+    H, W = shape
+    size = amap.shape[0]
+    full = cv2.resize(amap, (W, H), interpolation=cv2.INTER_LINEAR) if amap.shape != (H, W) else amap
+    if box is None:
+        return full, None
+    y0, y1, x0, x1 = box
+    return full, (round(y0 * H / size), round(y1 * H / size), round(x0 * W / size), round(x1 * W / size))
+
+
+def score_label(state: dict) -> str:
+    """What the heatmaps' colour bar measures, by the checkpoint's label type."""
+    from .heatmaps import SCORE_LABEL
+    from .labels import get_label_type
+
+    try:
+        relu = get_label_type(state["config"]["label"]).head == "relu"
+    except (KeyError, TypeError, NsaError):
+        return "anomaly score (model output)"
+    return "anomaly score (model output, grey levels)" if relu else SCORE_LABEL
+
+
+def predict(ckpt, paths: list[str], out_dir, device=None,
+            threshold: float | None = None) -> list[tuple[Path, float, float]]:
+    """Maps, scores.csv and one heatmap figure per input (``heatmaps.heatmap_figure``, at the input's
+    own size, its caption naming the file, its score and maximum as scores.csv has them, and the
+    decision when ``threshold``, on the score, is given). Returns (path, score, max) per input."""
     from .data import eval_size, load_images
     from .evaluate import anomaly_maps, load_model
-    from .io import write_image
-    from .viz import display_max, heatmap_overlay
+    from .heatmaps import heatmap_figure, score_caption, score_text
+    from .io import convert, decode, write_image
+    from .viz import display_max, seen_box
 
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     out = output_folder(out_dir)
-    model, preset, _ = load_model(ckpt, device)
+    model, preset, state = load_model(ckpt, device)
     files = collect(paths, exclude=out)
-    images = load_images(files, preset, eval_size(preset))
+    size = eval_size(preset)
+    images = load_images(files, preset, size)
     maps = anomaly_maps(model, images, preset, device)
-    vmax = display_max(maps)
+    vmax, box, label = display_max(maps), seen_box(preset, size), score_label(state)
     rows = []
-    for f, name, img, m in zip(files, heatmap_names(files), images, maps):
+    for f, name, m in zip(files, heatmap_names(files), maps):
+        score, top = float(m.mean()), float(m.max())
+        shown = convert(decode(f), 3)  # the input as stored, its own size, in colour for the figure
+        full, shown_box = to_input_size(m, shown.shape[:2], box)
         (out / name).parent.mkdir(parents=True, exist_ok=True)
-        write_image(out / name, heatmap_overlay(img, m, vmax))
-        rows.append((f, float(m.mean()), float(m.max()), name))
+        caption = score_caption(str(name.parent / f.name), score, top, threshold)
+        write_image(out / name, heatmap_figure(shown, full, vmax, caption, shown_box, label))
+        rows.append((f, score, top, name))
     write_text_atomic(out / "scores.csv", csv_text([["path", "score", "max", "heatmap"]] + [
-        [str(f), f"{s:.9g}", f"{mx:.9g}", str(name)] for f, s, mx, name in rows]))
+        [str(f), score_text(s), score_text(mx), str(name)] for f, s, mx, name in rows]))
     return [r[:3] for r in rows]
 
 

@@ -1,6 +1,7 @@
 """What a training run shows and records: a progress bar on a terminal, one line per epoch
 elsewhere (a pipe, a file, a CI log), log.csv (appended across resumes) and TensorBoard when
-installed.
+installed. Epochs count from 1 everywhere a person reads them: the console's "epoch 3/40" is
+log.csv's row with epoch 3.
 """
 from __future__ import annotations
 
@@ -47,6 +48,28 @@ def wants_bar(stream) -> bool:
     return columns >= 20
 
 
+def renumber_from_zero(path: Path) -> None:
+    """A log.csv of an earlier version counted epochs from 0; a run resumed now continues it
+    counted from 1, so its old rows are renumbered first (a log counted from 1 has no epoch 0)."""
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if len(rows) < 2 or "epoch" not in rows[0]:
+        return
+    col = rows[0].index("epoch")
+    if rows[1][col:col + 1] != ["0"]:
+        return
+    for r in rows[1:]:
+        if r[col:col + 1] and r[col].isdigit():
+            r[col] = str(int(r[col]) + 1)
+    import io
+
+    from .io import write_text_atomic
+
+    buf = io.StringIO()
+    csv.writer(buf).writerows(rows)  # the line ending of the rows appended later
+    write_text_atomic(path, buf.getvalue())
+
+
 class Logger:
     """log.csv, TensorBoard, and the progress a person sees (bar or lines)."""
 
@@ -64,6 +87,7 @@ class Logger:
         if self.path.exists():
             with open(self.path, newline="") as f:
                 self.fields = next(csv.reader(f), None) or list(self.FIELDS)
+            renumber_from_zero(self.path)
         else:
             self.fields = list(self.FIELDS)
             with open(self.path, "w", newline="") as f:
@@ -81,6 +105,7 @@ class Logger:
                             file=self.stream)
 
     def begin_epoch(self, epoch: int) -> None:
+        """The epoch of index ``epoch`` (from 0) begins: the bar shows it as ``epoch + 1``."""
         if self.bar is not None:
             self.bar.set_description(f"epoch {epoch + 1}/{self.epochs}")
 
@@ -90,6 +115,7 @@ class Logger:
             self.bar.set_postfix_str(f"loss {loss:.4f}, {rate(samples_per_s)} samples/s")
 
     def epoch(self, row: dict) -> None:
+        """An epoch ended: its row of log.csv, ``row["epoch"]`` counted from 1 (as the console shows it)."""
         if not self.enabled:
             return
         with open(self.path, "a", newline="") as f:
@@ -98,10 +124,10 @@ class Logger:
             for k in ("loss", "lr", "samples_per_s", "empty_labels"):
                 self.tb.add_scalar(k, row[k], row["step"])
         if self.bar is None:  # not a terminal: one line an epoch
-            done = row["epoch"] + 1 - self.start
+            done = row["epoch"] - self.start
             elapsed = time.perf_counter() - self.t0
-            eta = elapsed / max(done, 1) * (self.epochs - row["epoch"] - 1)
-            print(f"epoch {row['epoch'] + 1}/{self.epochs}: loss {row['loss']:.4f}, lr {row['lr']:.3g}, "
+            eta = elapsed / max(done, 1) * (self.epochs - row["epoch"])
+            print(f"epoch {row['epoch']}/{self.epochs}: loss {row['loss']:.4f}, lr {row['lr']:.3g}, "
                   f"{rate(row['samples_per_s'])} samples/s, elapsed {clock(elapsed)}, ETA {clock(eta)}",
                   file=self.stream, flush=True)
 

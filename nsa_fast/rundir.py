@@ -38,15 +38,21 @@ def holds_a_run(out: Path) -> bool:
     return out.is_dir() and any(next(out.glob(p), None) is not None for p in PROGRESS)
 
 
+def check_flags(resume: bool, overwrite: bool) -> None:
+    """--resume and --overwrite exclude each other (checked first: no file needs reading)."""
+    if resume and overwrite:
+        raise NsaError("--resume and --overwrite contradict each other: --resume continues the run in --out, "
+                       "--overwrite deletes it. Choose one.")
+
+
 def check(out: Path, resume: bool, overwrite: bool) -> None:
-    """Check that ``out`` can take this run, before anything is read, trained or changed.
+    """Check that ``out`` can take this run, before anything is trained or changed (the trainer
+    checks the data first, so that a wrong --data is not reported as a run in the way).
 
     Refuses a file where the folder should be, ``--resume`` without a checkpoint, a folder that
     holds another run (unless ``--overwrite``) and a folder that cannot be written.
     """
-    if resume and overwrite:
-        raise NsaError("--resume and --overwrite contradict each other: --resume continues the run in --out, "
-                       "--overwrite deletes it. Choose one.")
+    check_flags(resume, overwrite)
     if out.exists() and not out.is_dir():
         raise NsaError(f"--out {str(out)!r} is a file, not a folder; choose another --out.")
     if resume:

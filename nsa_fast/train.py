@@ -5,8 +5,9 @@
 Reads ROOT/CLASS/train (MVTec AD layout, or ``--data demo``), makes synthetic anomalies on CPU
 workers or, with --synth device (--gpu-blend), on the GPU, and writes DIR/last.pt (atomically, every epoch),
 DIR/log.csv, DIR/config.json and a PNG grid of inputs, labels and predictions every few epochs.
-``--resume`` continues from DIR/last.pt exactly where it stopped. Multi-GPU: torchrun.
-Exit codes: 0 success, 2 bad input or configuration.
+``--resume`` continues from DIR/last.pt exactly where it stopped; Ctrl-C stops a run and prints
+the command that continues it. Multi-GPU: torchrun.
+Exit codes: 0 success, 2 bad input or configuration, 130 stopped by Ctrl-C.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import torch
 
 from . import checkpoint, cli, rundir
 from .cli import Parser, positive_float, positive_int, seed_int, worker_count
-from .devices import autocast_dtype, determinism, pick_device, precision
+from .devices import all_ranks, autocast_dtype, determinism, distribute, pick_device, precision, setup_distributed
 from .errors import NsaError, warn
 from .io import write_text_atomic
 from .model import EncoderDecoder, normalize
@@ -34,6 +35,7 @@ from .pipelines import SYNTH_CHOICES, to_training_device
 from .data import check_test_set
 from .progress import Logger, stats_row
 from .sampler import TASKS, Stats, get_task
+from .session import Progress, banner, interrupted_message, sigint_deferred
 
 
 @dataclass(frozen=True)
@@ -233,21 +235,6 @@ def train_epoch(model, opt, pipeline, epoch, cfg, preset, device, amp_dtype, log
     return EpochResult(float(np.mean(losses)), step, seen / max(dt, 1e-9), t_data, t_step, stats, last)
 
 
-def setup_distributed(cfg: TrainConfig) -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's environment; initialises the process group
-    (NCCL for GPU training, gloo for CPU training, also on a machine with GPUs)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1, 0
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    gpu = torch.cuda.is_available() and cfg.device != "cpu"
-    backend = "nccl" if gpu else "gloo"
-    if gpu:
-        torch.cuda.set_device(local)
-    torch.distributed.init_process_group(backend)
-    return rank, world, local
-
-
 def check_schedule(pipeline, cfg: TrainConfig, n_images: int, world: int) -> int:
     """Steps per epoch, or an error when the run would take none (it would "succeed" untrained)."""
     steps = min(len(pipeline.batches(0)), cfg.steps_per_epoch or 10**9)
@@ -264,30 +251,40 @@ def main(argv=None) -> int:
 
 
 def _main(argv) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     cfg, preset, resume, overwrite, epochs_given = parse_args(argv)
     rank, world, local = setup_distributed(cfg)
     device = pick_device(cfg, local)
-    with determinism(cfg.deterministic, device):
-        return _run(cfg, preset, resume, overwrite, epochs_given, rank, world, local, device)
+    progress = Progress()
+    try:
+        with determinism(cfg.deterministic, device):
+            return _run(cfg, preset, resume, overwrite, epochs_given, rank, world, local, device, progress)
+    except KeyboardInterrupt:
+        raise cli.Interrupted(interrupted_message(argv, cfg, resume, world, progress)) from None
 
 
-def _run(cfg, preset, resume, overwrite, epochs_given, rank, world, local, device) -> int:
+def _run(cfg, preset, resume, overwrite, epochs_given, rank, world, local, device, progress=None) -> int:
     from .data import train_files
     from .demo import resolve_root
 
+    progress = progress or Progress()
     out = Path(cfg.out)
+    rundir.check_flags(resume, overwrite)
+    # The data first: a wrong --data or --category is named as such, also where --out holds a run
+    # already. Reading changes nothing; the run folder is checked next and changed last.
+    root = resolve_root(cfg.data)
+    files = train_files(root, cfg.category)
+    evaluate = cfg.evaluate and check_test_set(root, cfg.category, preset)
+    pipeline = build_pipeline(cfg, preset, files, device, rank, world)
     if rank == 0:
-        rundir.check(out, resume, overwrite)  # before anything is read: nothing changes yet
+        rundir.check(out, resume, overwrite)
     saved = checkpoint.load(out / "last.pt") if resume else None
     if saved is not None:
         if not epochs_given:  # resuming continues the run as it was, unless asked for more epochs
             cfg = dataclasses.replace(cfg, epochs=saved["config"]["epochs"])
             preset = preset.replace(epochs=cfg.epochs)
         rundir.check_resume(saved, dataclasses.asdict(cfg), preset.to_dict(), saved["epoch"] + 1)
-    root = resolve_root(cfg.data)
-    files = train_files(root, cfg.category)
-    evaluate = cfg.evaluate and check_test_set(root, cfg.category, preset)
-    pipeline = build_pipeline(cfg, preset, files, device, rank, world)
+        progress.saved_epochs = saved["epoch"] + 1
     steps = check_schedule(pipeline, cfg, len(files), world)
     if rank == 0:
         rundir.prepare(out, resume)  # every check passed: only now may an old run's files go
@@ -297,30 +294,37 @@ def _run(cfg, preset, resume, overwrite, epochs_given, rank, world, local, devic
     if rank == 0:
         write_text_atomic(out / "config.json", json.dumps({"config": dataclasses.asdict(cfg), "preset": preset.to_dict(),
                                                            "world_size": world, "device": str(device)}, indent=2))
-    logger = Logger(out, cfg.epochs, steps, start, step, enabled=rank == 0)
     end = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, start + cfg.stop_after)
     if start >= cfg.epochs and rank == 0:
         print(f"note: the run in {str(out)!r} has already trained all its {cfg.epochs} epochs")
+    if end > start and rank == 0:
+        print(banner(cfg, preset, files, device, world, start, end), flush=True)
+    logger = Logger(out, cfg.epochs, steps, start, step, enabled=rank == 0)
     total = Stats()
-    for epoch in range(start, end):
-        t0 = time.perf_counter()
-        res = train_epoch(model, opt, pipeline, epoch, cfg, preset, device, autocast_dtype(cfg, device), logger, step)
-        step, lr = res.step, opt.param_groups[0]["lr"]
-        sched.step()
-        stats = all_ranks(res.stats, device, world)
-        total += stats
-        if stats.accepted == 0 and rank == 0:
-            warn(f"epoch {epoch + 1} made no synthetic anomaly: {stats.summary()}. The network learns to predict "
-                 "empty maps; check the preset (--set) against the images.")
-        if rank == 0:
-            checkpoint.save_atomic(checkpoint.make_state(model, opt, sched, epoch, step, cfg, preset,
-                                                             get_label_type(cfg.label).head), out / "last.pt")
-            logger.epoch({"epoch": epoch, "step": step, "loss": res.loss, "lr": lr, "samples_per_s": res.samples_per_s,
-                          "data_s": res.data_s, "step_s": res.step_s, "seconds": time.perf_counter() - t0,
-                          **stats_row(stats)})
-            if res.last is not None and ((epoch + 1) % cfg.grid_every == 0 or epoch + 1 == cfg.epochs):
-                grid(out, cfg, epoch, res)
-    logger.close()
+    try:
+        for epoch in range(start, end):
+            t0 = time.perf_counter()
+            res = train_epoch(model, opt, pipeline, epoch, cfg, preset, device, autocast_dtype(cfg, device), logger,
+                              step)
+            step, lr = res.step, opt.param_groups[0]["lr"]
+            sched.step()
+            stats = all_ranks(res.stats, device, world)
+            total += stats
+            if stats.accepted == 0 and rank == 0:
+                warn(f"epoch {epoch + 1} made no synthetic anomaly: {stats.summary()}. The network learns to "
+                     "predict empty maps; check the preset (--set) against the images.")
+            if rank == 0:
+                with sigint_deferred():  # Ctrl-C lands after the epoch's files, never between them
+                    checkpoint.save_atomic(checkpoint.make_state(model, opt, sched, epoch, step, cfg, preset,
+                                                                 get_label_type(cfg.label).head), out / "last.pt")
+                    progress.saved_epochs = epoch + 1
+                    logger.epoch({"epoch": epoch + 1, "step": step, "loss": res.loss, "lr": lr,
+                                  "samples_per_s": res.samples_per_s, "data_s": res.data_s, "step_s": res.step_s,
+                                  "seconds": time.perf_counter() - t0, **stats_row(stats)})
+                    if res.last is not None and ((epoch + 1) % cfg.grid_every == 0 or epoch + 1 == cfg.epochs):
+                        grid(out, cfg, epoch, res)
+    finally:
+        logger.close()
     if world > 1:
         torch.distributed.destroy_process_group()
     if rank != 0:
@@ -332,6 +336,7 @@ def _run(cfg, preset, resume, overwrite, epochs_given, rank, world, local, devic
     if evaluate and end == cfg.epochs:
         from .evaluate import report
 
+        progress.evaluating = True
         return report(out / "last.pt", root, cfg.category, out / "eval", device, run_outputs)
     print("Outputs:\n" + "\n".join(f"  {n}  {p}  ({w})" for n, p, w in run_outputs))
     return 0
@@ -358,30 +363,13 @@ def continue_run(saved: dict, cfg: TrainConfig, model, opt, sched, rank: int) ->
     return start, step
 
 
-def distribute(model, device: torch.device, local: int, world: int):
-    """The model as DDP sees it in a run of ``world`` processes (gradients averaged over the ranks
-    at every step); the model itself in a single-process run."""
-    if world == 1:
-        return model
-    return torch.nn.parallel.DistributedDataParallel(model, device_ids=[local] if device.type == "cuda" else None)
-
-
-def all_ranks(stats: Stats, device: torch.device, world: int) -> Stats:
-    """The epoch's counts summed over the ranks of a DDP run (each made its own samples)."""
-    if world == 1:
-        return stats
-    t = torch.as_tensor(stats.to_array(), device=device)
-    torch.distributed.all_reduce(t)
-    return Stats.from_array(t.cpu().numpy())  # sync: once an epoch
-
-
 def grid(out: Path, cfg: TrainConfig, epoch: int, res: EpochResult) -> None:
     from .viz import write_training_grid
 
     images, labels, logits = res.last
     kind = get_label_type(cfg.label)
     write_training_grid(out / f"grid_epoch{epoch + 1:04d}.png", images, labels, kind.activate(logits).detach(),
-                        kind.vmax, epoch + 1, res.loss)
+                        kind.vmax, epoch + 1, res.loss, kind.scale_name)
 
 
 if __name__ == "__main__":

@@ -48,3 +48,24 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+QUICKSTART_EPOCHS = 2  # of the README's number: the same steps, files and printed table, in seconds
+
+
+@pytest.fixture(scope="session")
+def reader(tmp_path_factory):
+    """A new reader's sandbox after the README's quick start, run with QUICKSTART_EPOCHS epochs:
+    (Sandbox, the training command's CompletedProcess). The docs' blocks run here."""
+    import shlex
+    import subprocess
+
+    from docs_blocks import Sandbox
+    from test_quickstart import quick_start
+
+    box = Sandbox(tmp_path_factory.mktemp("reader"))
+    install_and_train, _ = quick_start()
+    job = shlex.split(install_and_train.split("&&")[-1])
+    run = subprocess.run([*job, "--epochs", str(QUICKSTART_EPOCHS)], cwd=box.work, env=box.env(),
+                         capture_output=True, text=True, timeout=1800)
+    return box, run

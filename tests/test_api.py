@@ -73,26 +73,6 @@ def test_a_batch_on_cuda_images_stays_on_cuda_and_matches_the_cpu_batch(data):
     assert gpu.stats.tried == cpu.stats.tried and gpu.labels.amax() > 0
 
 
-def test_the_readme_examples_run(data):
-    """The two examples of README's "NSA inside your own training loop", as written (on the CPU
-    where no GPU is visible)."""
-    import re
-    from pathlib import Path
-
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = text.split("### NSA inside your own training loop", 1)[1].split("\n### ", 1)[0]
-    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
-    assert len(blocks) == 2 and all(len(b.splitlines()) <= 12 for b in blocks)
-    _, images = data
-    model = torch.nn.Conv2d(3, 1, 3, padding=1)
-    ns = {"dst": images[0, :224, :224], "src": images[1, :224, :224], "images": images, "model": model, "epochs": 1}
-    exec(blocks[0], ns)
-    assert ns["s"].image.shape[2] == 3 and ns["s"].label.shape == ns["s"].image.shape[:2] and ns["s"].stats.samples == 1
-    code = blocks[1] if torch.cuda.is_available() else blocks[1].replace(".cuda()", "")
-    exec(code, ns)
-    assert ns["b"].labels.shape[0] == len(images) and torch.isfinite(ns["loss"])
-
-
 def test_wrong_inputs_get_clear_errors_before_any_work(data):
     from nsa_fast.errors import InputError, PresetError
 

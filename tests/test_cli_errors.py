@@ -168,9 +168,22 @@ def test_train_refuses_bad_files_and_folders(world, capsys, readonly_dir, monkey
             r"cannot write the demo data .*NSA_FAST_CACHE")
 
 
+def test_wrong_data_is_named_before_the_run_folder_in_the_way(world, capsys, tmp_path):
+    # a second run into the same --out with a wrong --data or --category: the data is the problem
+    w, base = world, world["base"]
+    refused(capsys, train.main, T(w, data=str(base / "nowhere"), out=w["run"]),
+            r"no class folder .*the dataset root --data '[^']*nowhere' is not a folder", watch=[w["run"]])
+    refused(capsys, train.main, T(w, "--preset", "demo", category="dmeo", out=w["run"]),
+            r"no class folder 'dmeo' under '[^']+'; found: demo \(did you mean 'demo'\?\)", watch=[w["run"]])
+    refused(capsys, train.main, T(w, data=str(base / "broken"), out=w["run"]), r"mask .* is 10x10",
+            watch=[w["run"]])
+    # with the data right, the run in the way is named, and still nothing is overwritten
+    refused(capsys, train.main, T(w, out=w["run"]), r"already holds a run", watch=[w["run"]])
+
+
 def test_a_broken_test_set_is_reported_before_training(world, capsys, tmp_path):
     refused(capsys, train.main, T(world, data=str(world["base"] / "broken"), out=tmp_path / "b"),
-            r"mask .* is 10x10 but its image .* is 256x256")
+            r"mask .* is 10x10 but its image .* is 256x256 \(width x height\)")
     assert not (tmp_path / "b" / "last.pt").exists() and not (tmp_path / "b" / "log.csv").exists()
 
 

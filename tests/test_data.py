@@ -1,4 +1,7 @@
 """Bad data gets clear errors that name the file and say what to do."""
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 import pytest
@@ -71,8 +74,20 @@ def test_corrupt_png_is_named(tmp_path):
 def test_mask_of_another_size(tmp_path):
     root = mvtec(tmp_path)
     write(root / "c" / "ground_truth" / "hole" / "0_mask.png", np.zeros((50, 64), np.uint8))
-    with pytest.raises(InputError, match=r"0_mask\.png' is 50x64 but its image .* is 64x64"):
+    # 50 rows of 64 pixels: width 64, height 50
+    with pytest.raises(InputError, match=r"0_mask\.png' is 64x50 but its image .* is 64x64 \(width x height\)"):
         load_masks(test_items(root, "c"), 32)
+
+
+def test_sizes_in_warnings_are_width_x_height(tmp_path, capsys):
+    from nsa_fast.errors import _WARNED
+
+    _WARNED.clear()
+    write(tmp_path / "wide.png", np.zeros((20, 40, 3), np.uint8))  # 20 rows of 40 pixels: width 40, height 20
+    load_images([tmp_path / "wide.png"], PRESET, 32)
+    err = capsys.readouterr().err
+    assert "wide.png' is 40x20, width x height); they are resized to 32x32" in err
+    assert "smaller than 32x32 (e.g. " in err and "20x40" not in err
 
 
 def test_test_image_without_mask(tmp_path):
@@ -98,6 +113,75 @@ def test_grayscale_and_16_bit_and_alpha_are_read(tmp_path):
     assert gray.shape == (2, 64, 64, 1) and gray[1].max() == 40000 >> 8
     write(tmp_path / "a.png", np.full((64, 64, 4), 9, np.uint8))
     assert load_images([tmp_path / "a.png"], PRESET, 64).shape == (1, 64, 64, 3)
+
+
+def test_a_missing_class_lists_the_classes_under_the_root(tmp_path):
+    for name in ("bottle", "cable", "zipper"):
+        (tmp_path / name / "train" / "good").mkdir(parents=True)
+    (tmp_path / "notes").mkdir()  # a folder without train/ or test/ is not a class
+    (tmp_path / "license.txt").write_text("x")
+    with pytest.raises(InputError, match=r"no class folder 'botle' under '[^']+'; found: bottle, cable, zipper "
+                                         r"\(did you mean 'bottle'\?\)\. Check --data and --category"):
+        train_files(tmp_path, "botle")
+    # --data pointed at a class folder itself
+    with pytest.raises(InputError, match=r"no class folder 'bottle' under .*it holds no class folders but is one "
+                                         r"itself .*use --data '[^']+' --category 'bottle'"):
+        train_files(tmp_path / "bottle", "bottle")
+    with pytest.raises(InputError, match=r"the dataset root --data '[^']*nowhere' is not a folder"):
+        train_files(tmp_path / "nowhere", "bottle")
+
+
+def bad_images(folder):
+    """A PNG cut off in its image data (libpng prints "libpng error: Read Error" itself), a PNG
+    signature before garbage (OpenCV logs "[ WARN:0@...]" and "[ERROR:0@...]"), garbage named
+    .png and .jpg, and a JPEG cut short (libjpeg prints "Premature end of JPEG file")."""
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (96, 96, 3)).astype(np.uint8)
+    png = cv2.imencode(".png", img)[1].tobytes()
+    jpg = cv2.imencode(".jpg", img)[1].tobytes()
+    files = {"cut.png": png[: len(png) * 3 // 4], "signature.png": b"\x89PNG\r\n\x1a\n garbage",
+             "garbage.png": b"not an image", "garbage.jpg": b"not an image either", "cut.jpg": jpg[: len(jpg) // 2]}
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return [folder / n for n in files]
+
+
+DECODE_ONE = """
+import sys
+from nsa_fast import cli
+from nsa_fast.io import decode
+sys.exit(cli.run(lambda argv: decode(argv[0]) is None, sys.argv[1:]))
+"""
+
+
+def test_decoder_messages_do_not_reach_the_console(tmp_path):
+    # in subprocesses: the decoders write to file descriptor 2 themselves, past sys.stderr
+    for f in bad_images(tmp_path):
+        run = subprocess.run([sys.executable, "-c", DECODE_ONE, str(f)], capture_output=True, text=True, timeout=120)
+        lines = run.stderr.splitlines()
+        if f.name == "cut.jpg":  # decodes, grey below the cut: one warning that names it
+            assert run.returncode == 0 and len(lines) == 1, run.stderr
+            assert lines[0].startswith("warning: the image ") and "cut.jpg" in lines[0], run.stderr
+            assert "Premature end of JPEG file" in lines[0]  # quoted inside the project's line
+            continue
+        assert run.returncode == 2, run.stderr
+        assert len(lines) == 1 and lines[0].startswith("error: cannot decode the image "), f"{f.name}: {run.stderr}"
+        assert f.name in lines[0]
+
+
+def test_a_corrupt_training_image_shows_one_error_line_from_the_trainer(tmp_path):
+    root = mvtec(tmp_path / "data")
+    bad = bad_images(tmp_path)[0]  # the PNG cut off in its image data
+    (root / "c" / "train" / "good" / "1.png").write_bytes(bad.read_bytes())
+    run = subprocess.run([sys.executable, "-m", "nsa_fast.train", "--data", str(root), "--category", "c",
+                          "--out", str(tmp_path / "run"), "--epochs", "1"], capture_output=True, text=True,
+                         timeout=300)
+    lines = run.stderr.splitlines()
+    errors = [line for line in lines if line.startswith("error:")]
+    assert run.returncode == 2 and len(errors) == 1, run.stderr
+    assert all(line.startswith(("error: ", "warning: ")) for line in lines), run.stderr  # nothing of the decoder's
+    assert errors[0].startswith("error: cannot decode the image ") and "1.png" in errors[0]
+    assert "libpng error: Read Error" in errors[0]  # the decoder's reason, inside the project's line
 
 
 def test_trainer_reports_bad_data_with_exit_code_2(tmp_path, capsys):

@@ -38,7 +38,8 @@ API = {
         ("get_float32_matmul_precision", "1.12", "whether the direct solve may multiply in float32"),
     ],
     "torchvision": [
-        ("models.resnet18:weights", "0.13", "the encoder, from scratch (torchvision 0.20 pairs with torch 2.5)"),
+        ("models.resnet18:weights", "0.13", "the encoder, from scratch"),
+        ("transforms.v2.Transform.make_params", "0.21", "NSATransform's public v2 hooks (0.21 pairs with torch 2.6)"),
     ],
     "nvidia-dali-cuda120": [  # DALI's operators, all present in 1.40, the oldest release written for
         ("fn.readers.file", "1.40", "--synth dali"), ("fn.decoders.image", "1.40", "--synth dali"),
@@ -131,7 +132,7 @@ def test_every_cupy_call_of_the_package_is_listed_with_its_release():
 # Import names of pyproject.toml's dependencies: what a test module may import at its top.
 CORE = {"numpy", "scipy", "cv2", "skimage", "sklearn", "torch", "torchvision", "tqdm", "yaml", "matplotlib"}
 OURS = {"nsa_fast", "_support", "fake_device", "standin_gpu", "emulation", "images", "gpu_summary", "device_counts",
-        "conftest", "test_bench_train"}
+        "conftest", "test_bench_train", "docs_blocks", "test_quickstart"}
 
 
 def _top_level_imports(path: Path) -> set[str]:

@@ -11,7 +11,7 @@ CUDA, and for the training steps that consume such batches:
   one for the disk median, whatever the solver; the torch ops stay within a budget of hundreds;
 - the synthetic batch reads nothing back but the object masks the CPU sampler needs, and a
   training step reads one number (the loss for the log), plus one count at the end of an epoch.
-The figures are printed by ``python bench/device_counts.py`` and kept in the README.
+The figures are printed by ``python bench/device_counts.py`` and kept in docs/gpu-and-docker.md.
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from nsa_fast.demo import ensure_demo
+from nsa_fast.demo import DEFECTS, ensure_demo
 from nsa_fast.evaluate import anomaly_maps, evaluate, load_model
 from nsa_fast.evaluate import main as eval_main
 from nsa_fast.predict import main as predict_main
@@ -50,7 +50,7 @@ def test_evaluate_writes_reports(trained, tmp_path, capsys):
     for k in ("image_auroc", "pixel_auroc", "au_pro_0.3"):
         assert 0.0 <= metrics[k] <= 1.0
     assert metrics["n_test"] == 31 and metrics["n_anomalous"] == 21
-    assert {"image_auroc/scratch", "image_auroc/stain", "image_auroc/patch"} <= set(metrics)
+    assert {f"image_auroc/{d}" for d in DEFECTS} <= set(metrics)
     rows = list(csv.DictReader(open(tmp_path / "scores.csv")))
     assert len(rows) == 31 and {r["label"] for r in rows} == {"0", "1"}
     # the figures follow from the protocol, recomputed here: scores are the maps' means, AUROCs by
@@ -61,7 +61,7 @@ def test_evaluate_writes_reports(trained, tmp_path, capsys):
 
     labels, scores = np.array([int(r["label"]) for r in rows]), np.array([float(r["score"]) for r in rows])
     assert metrics["image_auroc"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-4)
-    for defect in ("scratch", "stain", "patch"):
+    for defect in DEFECTS:
         keep = np.array([r["defect"] in (defect, "good") for r in rows])
         assert metrics[f"image_auroc/{defect}"] == pytest.approx(roc_auc_score(labels[keep], scores[keep]), abs=1e-4)
     model, preset, _ = load_model(ckpt, torch.device("cpu"))
@@ -76,18 +76,22 @@ def test_evaluate_writes_reports(trained, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert f"image AUROC  {100 * metrics['image_auroc']:5.1f} %" in printed
     assert f"AU-PRO@0.3   {100 * metrics['au_pro_0.3']:5.1f} %" in printed
-    assert "image AUROC per defect: patch" in printed and str(tmp_path / "roc.png") in printed
+    assert f"image AUROC per defect: {min(DEFECTS)}" in printed and str(tmp_path / "roc.png") in printed
     assert "heatmap_vmax" not in printed  # the table holds metrics only
 
 
 def test_examples_figure_has_captions_and_a_colour_scale(trained, tmp_path):
-    from nsa_fast.viz import GAP, LABEL_W, LINE_H
+    from nsa_fast.viz import BOX_COLOUR, CROP_NOTE, GAP, LABEL_W, LINE_H, caption_band, wrap
 
     root, ckpt = trained
     evaluate(ckpt, root, "demo", tmp_path)
     fig = cv2.cvtColor(cv2.imread(str(tmp_path / "examples.png")), cv2.COLOR_BGR2RGB)
     S, cols, band = 80, 8, 2 * LINE_H + GAP  # 6 anomalous and 2 good images; score and file name
-    assert fig.shape[0] == 3 * S + 2 * GAP + band
+    # the fixture's preset has a central crop: the maps mark it, and a note under them says why
+    note = caption_band(wrap([CROP_NOTE], fig.shape[1]), fig.shape[1]).shape[0]
+    assert fig.shape[0] == 3 * S + 2 * GAP + band + note
+    maps_row = fig[2 * (S + GAP): 2 * (S + GAP) + S, LABEL_W:LABEL_W + S]
+    assert (maps_row == BOX_COLOUR).all(-1).any()  # the dashed line of the crop, drawn by evaluate
     assert fig.shape[1] == LABEL_W + cols * (S + GAP) - GAP + 80
     for c in range(cols):  # text under every column, in both caption lines
         x0 = LABEL_W + c * (S + GAP)
@@ -114,7 +118,10 @@ def test_predict_matches_evaluation_scores(trained, tmp_path):
         assert float(r["score"]) == pytest.approx(want[r["path"]], rel=1e-5)
         assert float(r["max"]) >= float(r["score"])
     # two inputs with the name 000.png: each keeps its folder below the common one
-    assert cv2.imread(str(tmp_path / "p" / "good" / "000_heatmap.png")).shape == (80, 80, 3)
+    # each heatmap figure shows its input at the input's own size, unchanged, in its top-left corner
+    src = cv2.imread(str(one))
+    fig = cv2.imread(str(tmp_path / "p" / "good" / "000_heatmap.png"))
+    np.testing.assert_array_equal(fig[:src.shape[0], :src.shape[1]], src)
     assert (tmp_path / "p" / "stain" / "000_heatmap.png").is_file()
     assert predict_main(["--checkpoint", str(ckpt), str(tmp_path / "nope.txt"), "--out", str(tmp_path / "q")]) == 2
 
@@ -186,3 +193,15 @@ def test_predict_keeps_equal_stems_with_other_suffixes_apart(trained, tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "p" / "scores.csv")))
     assert sorted(r["heatmap"] for r in rows) == ["000.jpg_heatmap.png", "000.png_heatmap.png"]
     assert all((tmp_path / "p" / r["heatmap"]).is_file() for r in rows)
+
+
+def test_evaluate_help_lists_every_file_it_writes(trained, tmp_path, capsys):
+    root, ckpt = trained
+    assert eval_main(["--checkpoint", str(ckpt), "--data", str(root), "--category", "demo", "--out",
+                      str(tmp_path)]) == 0
+    written = sorted(p.name for p in tmp_path.iterdir())
+    capsys.readouterr()
+    assert eval_main(["--help"]) == 0
+    listed = sorted(line.split()[0][len("DIR/"):] for line in capsys.readouterr().out.splitlines()
+                    if line.startswith("  DIR/"))
+    assert listed == written  # one line each, nothing missing and nothing it does not write

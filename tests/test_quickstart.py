@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def quick_start() -> list[str]:
     text = (REPO / "README.md").read_text()
-    block = re.search(r"## Quick start\s+```bash\n(.*?)```", text, re.S)
+    block = re.search(r"## Quick start\s+(?:<!--[^>]*-->\s+)?```bash\n(.*?)```", text, re.S)
     assert block, "README.md has no bash block under '## Quick start'"
     return [line for line in block.group(1).splitlines() if line.strip()]
 
@@ -40,23 +41,17 @@ def run_main_job(tmp_path, *extra):
     return run.stdout, json.loads((out / "eval" / "metrics.json").read_text()), out
 
 
-def test_the_main_job_trains_and_prints_the_results_table(tmp_path):
-    # The README's command with 3 of its 40 epochs: the same steps, files and printed table.
-    stdout, metrics, out = run_main_job(tmp_path, "--epochs", "3")
-    assert metrics["category"] == "demo" and metrics["epoch"] == 3
-    assert [line.split(":")[0] for line in stdout.splitlines() if line.startswith("epoch ")] == \
-        ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
-    assert f"image AUROC  {100 * metrics['image_auroc']:5.1f} %" in stdout
-    assert f"pixel AUROC  {100 * metrics['pixel_auroc']:5.1f} %" in stdout
-    for name in ("last.pt", "log.csv", "grid_epoch0003.png", "eval/examples.png", "eval/roc.png", "eval/pro.png",
-                 "eval/scores.csv"):
-        assert (out / name).is_file(), name
-        assert str((out / name).relative_to(tmp_path)) in stdout or name.startswith("grid"), name
-
-
 @pytest.mark.slow
 def test_the_main_job_learns_to_find_the_demo_defects(tmp_path):
-    # The whole README command (40 epochs, a few minutes): real defects score above chance.
+    # The whole README command (the demo preset's 60 epochs, about 3 minutes on 2 idle cores) finds
+    # the demo's defects. Seeds 0-4 gave image AUROC 100 % and pixel AUROC 96.8-97.9 %
+    # (bench/quickstart_seeds.py); other thread counts and CPUs move them by about a point (float
+    # sums in another order), so 90 %, the level the README promises, leaves a margin of 7 points.
+    from nsa_fast.demo import DEFECTS
+    from nsa_fast.presets import get_preset
+
     _, metrics, _ = run_main_job(tmp_path)
-    assert metrics["epoch"] == 40
-    assert metrics["pixel_auroc"] > 0.6
+    assert metrics["epoch"] == get_preset("demo").epochs == 60
+    assert metrics["image_auroc"] > 0.9 and metrics["pixel_auroc"] > 0.9, metrics
+    for defect in DEFECTS:  # every kind of defect is found, not only the easiest
+        assert metrics[f"image_auroc/{defect}"] > 0.85, (defect, metrics)

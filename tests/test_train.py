@@ -62,7 +62,7 @@ def test_resume_gives_identical_weights(demo_root, tmp_path):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     log = (tmp_path / "b" / "log.csv").read_text().splitlines()
-    assert [r.split(",")[0] for r in log[1:]] == ["0", "1"]  # the log continues across the resume
+    assert [r.split(",")[0] for r in log[1:]] == ["1", "2"]  # the log continues across the resume, from 1
 
 
 def test_batched_pipeline_trains_on_the_cpu(demo_root, tmp_path):
@@ -421,6 +421,9 @@ def test_piped_output_shows_one_line_an_epoch_and_the_results_table(demo_root, t
     lines = run.stdout.splitlines()
     progress = [line for line in lines if line.startswith("epoch ")]
     assert [p.split(":")[0] for p in progress] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    # log.csv counts epochs as the console does
+    logged = [r.split(",")[0] for r in (tmp_path / "run" / "log.csv").read_text().splitlines()[1:]]
+    assert [f"epoch {e}/3" for e in logged] == [p.split(":")[0] for p in progress]
     for p in progress:
         assert re.search(r"loss \d+\.\d{4}, lr [\d.e-]+, [\d.]+ samples/s, elapsed \d+:\d\d:\d\d, ETA \d+:\d\d:\d\d$", p), p
     assert re.search(r"^synthetic anomalies of epochs 1-3: samples 24: patches tried \d+", run.stdout, re.M)
@@ -548,3 +551,95 @@ def test_deterministic_refuses_a_cublas_setting_that_is_not_deterministic(demo_r
                  "--deterministic")
     err = capsys.readouterr().err
     assert code == 2 and "CUBLAS_WORKSPACE_CONFIG" in err and ":4096:8" in err and "':0:0'" in err
+
+
+def test_a_banner_says_what_the_run_does_before_the_first_epoch(demo_root, tmp_path, capsys):
+    assert train(demo_root, tmp_path / "run", "--epochs", "2", "--stop-after", "1", "--steps-per-epoch", "1",
+                 "--no-eval", "--workers", "0") == 0
+    out = capsys.readouterr().out.splitlines()
+    first = next(i for i, line in enumerate(out) if line.startswith("epoch 1/2"))
+    n = len(list((demo_root / "demo" / "train" / "good").glob("*.png")))
+    assert out[:first] == [
+        f"Training class 'demo' on {n} images in '{demo_root / 'demo' / 'train' / 'good'}', resized to 72x72; "
+        "epochs 1-1 of 2",
+        "  device cpu, fp32; synthetic anomalies: --synth workers (OpenCV in the training process)",
+        f"  output folder '{tmp_path / 'run'}'"]
+
+
+def test_the_banner_names_the_solver_the_workers_and_a_resumed_run():
+    from nsa_fast.presets import get_preset
+    from nsa_fast.train import TrainConfig, banner
+
+    files = [Path("/d/c/train/good/0.png"), Path("/d/c/train/good/1.png")]
+    cpu = torch.device("cpu")
+    text = banner(TrainConfig(data="/d", category="c", out="o", synth="device", epochs=40), get_preset("bottle"),
+                  files, cpu, 1, 10, 40)
+    assert "2 images in '/d/c/train/good', resized to 256x256; epochs 11-40 of 40 (resumed)" in text
+    assert "--synth device (made on cpu, Poisson solver dst)" in text
+    text = banner(TrainConfig(data="demo", category="demo", out="o", workers=3, solver="sor"), get_preset("demo"),
+                  files, cpu, 2, 0, 5)
+    assert "(the built-in demo data: --data demo)" in text and "cpu, fp32, 2 processes" in text
+    assert "--synth workers (OpenCV in 3 worker processes)" in text
+
+
+def test_ctrl_c_says_how_to_resume_and_keeps_the_checkpoint(demo_root, tmp_path):
+    import shlex
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "nsa_fast.train", "--data", str(demo_root), "--category", "demo", "--out", str(out),
+           *SMALL, "--epochs", "200", "--steps-per-epoch", "1", "--workers", "0", "--no-eval"]
+    # its own process group, which Ctrl-C signals on a terminal
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while not (out / "last.pt").exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    held = int(re.search(r"holds epoch (\d+) of 200\. Continue with: ", err).group(1))
+    command = err.split("Continue with: ", 1)[1].strip()
+    assert command == shlex.join(["python", *cmd[1:], "--resume"])
+    assert checkpoint.load(out / "last.pt")["epoch"] == held - 1  # whole, and the epoch it says
+    assert not (out / "last.pt.tmp").exists()
+    # the printed command continues the run (here one epoch more; in this process, to save a start-up)
+    words = shlex.split(command)
+    assert words[:3] == ["python", "-m", "nsa_fast.train"] and main([*words[3:], "--stop-after", "1"]) == 0
+    assert checkpoint.load(out / "last.pt")["epoch"] == held
+    logged = [int(r.split(",")[0]) for r in (out / "log.csv").read_text().splitlines()[1:]]
+    assert logged == list(range(1, held + 2))
+
+
+def test_the_resume_command_drops_overwrite_and_names_the_output_folder():
+    from nsa_fast.train import Progress, interrupted_message, parse_args
+
+    argv = ["--data", "demo", "--category", "demo", "--overwrite", "--epochs", "5"]
+    cfg = parse_args(argv)[0]
+    line = interrupted_message(argv, cfg, False, 1, Progress(saved_epochs=2))
+    assert line == ("interrupted; 'runs/demo-nsa-logistic-s0/last.pt' holds epoch 2 of 5. Continue with: python -m "
+                    "nsa_fast.train --data demo --category demo --epochs 5 --out runs/demo-nsa-logistic-s0 --resume")
+    assert "nothing to resume" in interrupted_message(argv, cfg, False, 1, Progress())
+    line = interrupted_message(argv, cfg, False, 1, Progress(saved_epochs=5, evaluating=True))
+    assert line.endswith("Evaluate it with: python -m nsa_fast.evaluate --checkpoint runs/demo-nsa-logistic-s0/last.pt "
+                         "--data demo --category demo --out runs/demo-nsa-logistic-s0/eval")
+    argv = ["--data", "d", "--category", "c", "--out=o", "--resume"]
+    assert interrupted_message(argv, parse_args(argv)[0], True, 2, Progress(saved_epochs=1)).endswith(
+        "Continue with: torchrun --nproc_per_node=2 -m nsa_fast.train --data d --category c --out=o --resume")
+
+
+def test_ctrl_c_waits_until_the_epochs_files_are_written():
+    from nsa_fast.train import sigint_deferred
+
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        pytest.skip("Python's own Ctrl-C handler is not installed here")
+    done = []
+    with pytest.raises(KeyboardInterrupt), sigint_deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # the handler has run by now; the block goes on
+        done.append("written")
+    assert done == ["written"] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
