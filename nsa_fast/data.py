@@ -1,102 +1,55 @@
-"""Datasets on disk: the MVTec AD layout and a generic one, decoded once into a uint8 cache.
+"""Datasets on disk decoded into uint8 arrays: training images, test images and their masks.
 
-MVTec AD: ``ROOT/CLASS/train/good``, ``ROOT/CLASS/test/<type>``, ``ROOT/CLASS/ground_truth/<type>/
-<name>_mask.png``. Generic (users' own data): normal training images directly in
-``ROOT/CLASS/train``; optional test images in ``test/good`` (or ``test/normal``) and
-``test/<anything>`` with masks in ``ground_truth/<anything>/<name>_mask.png`` (or ``<name>.png``).
+Where a class's files are depends on its layout (MVTec AD, MPDD, MVTec AD 2, BTAD, VisA or a
+generic folder): ``nsa_fast.layouts`` reads each as distributed.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from .errors import InputError, warn, wxh
-from .io import IMAGE_SUFFIXES, convert, decode, imread_quiet, list_images
+from .io import convert, decode, imread_quiet, intensity_window, raw_pixels
+from .layouts import (
+    NORMAL_NAMES,
+    TestItem,
+    class_dir,
+    classes_under,
+    found_classes,
+    open_dataset,
+)
 from .presets import Preset
 
-NORMAL_NAMES = ("good", "normal")
+__all__ = ["NORMAL_NAMES", "TestItem", "class_dir", "classes_under", "found_classes", "load_images", "load_masks", "test_items", "train_files"]
 
 
-@dataclass(frozen=True)
-class TestItem:
-    __test__ = False  # not a pytest test class
-    path: Path
-    defect: str          # the test folder's name; "good"/"normal" for normal images
-    label: int           # 1 anomalous, 0 normal
-    mask: Path | None    # ground truth of anomalous images
+def train_files(root: str | Path, category: str, layout: str = "auto") -> list[Path]:
+    """Normal training images of a class in its layout (``nsa_fast.layouts``)."""
+    return open_dataset(root, category, layout).train
 
 
-def class_dir(root: str | Path, category: str) -> Path:
-    """ROOT/CLASS; when it is missing, the error lists the classes that ROOT does hold."""
-    d = Path(root) / category
-    if d.is_dir():
-        return d
-    if not Path(root).is_dir():
-        raise InputError(f"no class folder {str(d)!r}: the dataset root --data {str(root)!r} is not a folder. "
-                         "Pass the folder that holds the class folders (MVTec layout: ROOT/CLASS/train/good).")
-    raise InputError(f"no class folder {category!r} under {str(root)!r}; {found_classes(Path(root), category)}. "
-                     "Check --data and --category.")
-
-
-def classes_under(root: Path) -> list[str]:
-    """The class folders of a dataset root: its subfolders that hold a train or test folder."""
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and ((p / "train").is_dir() or (p / "test").is_dir()))
-
-
-def found_classes(root: Path, category: str, shown: int = 15) -> str:
-    """What a dataset root holds instead of ``category``, for an error message."""
-    import difflib
-
-    names = classes_under(root)
-    if not names:
-        if (root / "train").is_dir():
-            return (f"it holds no class folders but is one itself (it has train/): use --data "
-                    f"{str(root.parent)!r} --category {root.name!r}")
-        return "it holds no class folders (folders with train/ or test/ inside)"
-    text = "found: " + ", ".join(names[:shown]) + (f", ... ({len(names)} in all)" if len(names) > shown else "")
-    close = difflib.get_close_matches(category, names, n=1)
-    return text + (f" (did you mean {close[0]!r}?)" if close else "")
-
-
-def train_files(root: str | Path, category: str) -> list[Path]:
-    """Normal training images: train/good (MVTec) or train/ itself (generic)."""
-    d = class_dir(root, category) / "train"
-    if not d.is_dir():
-        raise InputError(f"no training folder {str(d)!r}: expected {category}/train/good (MVTec layout) "
-                         f"or {category}/train holding the normal images.")
-    good = d / "good"
-    return list_images(good if good.is_dir() else d)
-
-
-def test_items(root: str | Path, category: str) -> list[TestItem]:
+def test_items(root: str | Path, category: str, layout: str = "auto") -> list[TestItem]:
     """Test images with labels and mask paths; every anomalous image must have its mask."""
-    base = class_dir(root, category)
-    d = base / "test"
-    if not d.is_dir():
-        raise InputError(f"no test folder {str(d)!r}: evaluation needs {category}/test/good and "
-                         f"{category}/test/<defect> with masks in {category}/ground_truth/<defect>.")
-    items = []
-    for sub in sorted(p for p in d.iterdir() if p.is_dir()):
-        normal = sub.name in NORMAL_NAMES
-        for f in list_images(sub):
-            mask = None
-            if not normal:
-                cands = [base / "ground_truth" / sub.name / f"{f.stem}_mask{s}" for s in IMAGE_SUFFIXES] + \
-                        [base / "ground_truth" / sub.name / f"{f.stem}{s}" for s in IMAGE_SUFFIXES]
-                mask = next((c for c in cands if c.is_file()), None)
-                if mask is None:
-                    raise InputError(f"test image {str(f)!r} has no mask: expected {str(cands[0])!r}. "
-                                     "Add the mask, or move the image to test/good if it is normal.")
-            items.append(TestItem(f, sub.name, 0 if normal else 1, mask))
-    if not items:
-        raise InputError(f"the test folder {str(d)!r} holds no images in its subfolders.")
-    if not any(i.label for i in items) or all(i.label for i in items):
-        raise InputError(f"the test set of {str(d)!r} needs normal (test/good) and anomalous images "
-                         "for AUROC; it has only one kind.")
-    return items
+    return open_dataset(root, category, layout, need_train=False).test_items()
+
+
+def with_intensity_window(preset: Preset, files, synth: str) -> Preset:
+    """16-bit training images: the preset gains the window that maps them to 8 bits (the 0.1-99.9
+    percentiles of their values), which config.json and the checkpoint carry to evaluation,
+    prediction and export."""
+    if preset.window is not None:
+        return preset
+    window = intensity_window(files)
+    if window is None:
+        return preset
+    if synth == "dali":
+        raise InputError("the training images are 16-bit: --synth dali scales them by its own rule (x / 257), not by "
+                       "the training set's intensity window; use --synth workers or device.")
+    print(f"note: 16-bit training images: grey levels {window[0]:g}..{window[1]:g} (the 0.1-99.9 percentiles of the "
+          "training set) map to 0..255, here and in evaluation, prediction and export (preset field window)")
+    return preset.replace(window=window)
 
 
 def load_images(paths: list[Path], preset: Preset, size: int) -> np.ndarray:
@@ -110,7 +63,7 @@ def load_images(paths: list[Path], preset: Preset, size: int) -> np.ndarray:
     kinds: dict[int, list[Path]] = {}
     odd: dict[str, list[tuple[Path, tuple[int, int]]]] = {"not square": [], "small": []}
     for i, p in enumerate(paths):
-        img = decode(p)
+        img = decode(p, preset.window)
         kinds.setdefault(1 if img.ndim == 2 else img.shape[2], []).append(p)
         h, w = img.shape[:2]
         if h != w:
@@ -147,7 +100,7 @@ def load_masks(items: list[TestItem], size: int) -> np.ndarray:
         if it.mask is None:
             continue
         m = imread_quiet(it.mask, cv2.IMREAD_GRAYSCALE, "mask")
-        shape = decode(it.path).shape[:2]
+        shape = raw_pixels(it.path).shape[:2]
         if m.shape != shape:
             raise InputError(f"the mask {str(it.mask)!r} is {wxh(m.shape)} but its image {str(it.path)!r} is "
                              f"{wxh(shape)} (width x height); masks must match their images.")
@@ -181,14 +134,14 @@ def eval_input(images: np.ndarray, preset: Preset) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(images[:, o:o + preset.crop, o:o + preset.crop]), o
 
 
-def check_test_set(root: Path, category: str, preset: Preset) -> bool:
+def check_test_set(root: Path, category: str, preset: Preset, layout: str = "auto") -> bool:
     """Whether ``root/category`` has a test set to evaluate on; a broken one (an image that does
     not decode, grey and colour mixed, a mask missing or of the wrong size) is reported now, before
     training, not after it."""
-    if not (Path(root) / category / "test").is_dir():
+    if not open_dataset(root, category, layout, need_train=False).has_test_set():
         print(f"note: no test set under {Path(root) / category}; the run will not be evaluated")
         return False
-    items = test_items(root, category)
+    items = test_items(root, category, layout)
     load_images([i.path for i in items], preset, eval_size(preset))
     load_masks(items, eval_size(preset))
     return True

@@ -18,6 +18,7 @@ import torch
 from . import checkpoint, cli, viz
 from .io import csv_text, output_folder, write_text_atomic
 from .cli import Parser
+from .layouts import add_layout_arg
 from .errors import NsaError, warn
 from .model import EncoderDecoder, normalize
 from .presets import Preset
@@ -51,8 +52,9 @@ def anomaly_maps(model: EncoderDecoder, images: np.ndarray, preset: Preset, devi
     return out
 
 
-def evaluate(ckpt_path, root, category: str, out_dir, device=None) -> dict:
-    """Evaluate a checkpoint on ROOT/CATEGORY/test; writes the reports and returns the metrics."""
+def evaluate(ckpt_path, root, category: str, out_dir, device=None, layout: str = "auto") -> dict:
+    """Evaluate a checkpoint on the test set of ROOT/CATEGORY (in its layout, ``nsa_fast.layouts``);
+    writes the reports and returns the metrics."""
     from .data import eval_size, load_images, load_masks, test_items
     from .metrics import au_pro, image_auroc, pixel_auroc, pro_curve
 
@@ -62,7 +64,7 @@ def evaluate(ckpt_path, root, category: str, out_dir, device=None) -> dict:
     trained_on = state["config"].get("category")
     if trained_on != category:
         warn(f"the checkpoint was trained on class {trained_on!r} and is evaluated on {category!r}")
-    items = test_items(root, category)
+    items = test_items(root, category, layout)
     size = eval_size(preset)
     images = load_images([i.path for i in items], preset, size)
     masks = load_masks(items, size)
@@ -147,7 +149,8 @@ def main(argv=None) -> int:
 def _main(argv) -> int:
     ap = Parser(prog="python -m nsa_fast.evaluate", description=help_text())
     ap.add_argument("--checkpoint", required=True, help="last.pt of a training run")
-    ap.add_argument("--data", required=True, help="dataset root (MVTec layout) or 'demo'")
+    ap.add_argument("--data", required=True, help="dataset root (see --layout) or 'demo'")
+    add_layout_arg(ap)
     ap.add_argument("--category", required=True, help="class folder under --data with a test set")
     ap.add_argument("--out", required=True, help="folder for metrics.json, scores.csv and the figures")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
@@ -155,7 +158,7 @@ def _main(argv) -> int:
     a = ap.parse_args(argv)
     from .demo import resolve_root
 
-    return report(a.checkpoint, resolve_root(a.data), a.category, a.out, pick_eval_device(a.device))
+    return report(a.checkpoint, resolve_root(a.data), a.category, a.out, pick_eval_device(a.device), layout=a.layout)
 
 
 def pick_eval_device(name: str) -> torch.device:
@@ -164,9 +167,9 @@ def pick_eval_device(name: str) -> torch.device:
     return torch.device("cuda" if name != "cpu" and torch.cuda.is_available() else "cpu")
 
 
-def report(ckpt_path, root, category: str, out_dir, device=None, more_outputs=()) -> int:
+def report(ckpt_path, root, category: str, out_dir, device=None, more_outputs=(), layout: str = "auto") -> int:
     """Evaluate and print the results table; exit code 0 (errors propagate to the CLI)."""
-    metrics = evaluate(ckpt_path, root, category, out_dir, device)
+    metrics = evaluate(ckpt_path, root, category, out_dir, device, layout)
     print(results_table(metrics, [*more_outputs, *eval_outputs(out_dir)]))
     return 0
 

@@ -30,23 +30,71 @@ def list_images(folder: str | Path) -> list[Path]:
     return files
 
 
-def decode(path: str | Path) -> np.ndarray:
-    """Decode an image file as stored: uint8 (H, W) grayscale or (H, W, 3) BGR.
+def decode(path: str | Path, window: tuple[float, float] | None = None) -> np.ndarray:
+    """Decode an image file to uint8 (H, W) grayscale or (H, W, 3) BGR.
 
-    16-bit files keep their high byte; an alpha channel is dropped (it carries no appearance).
+    16-bit files (industrial cameras' 10-, 12- and 16-bit data) are mapped to 0..255 by ``window``
+    (lo, hi): lo and below give 0, hi and above 255, linearly between (``intensity_window`` sets it
+    from the training images, and the preset carries it to evaluation and prediction). Without a
+    window a 16-bit file keeps its high byte. An alpha channel is dropped (it carries no appearance).
     """
     path = Path(path)
-    img = imread_quiet(path, cv2.IMREAD_UNCHANGED)
+    img = raw_pixels(path)
     if img.dtype == np.uint16:
-        if img.max(initial=0) < 4096:
-            warn(f"{str(path)!r} is a 16-bit image whose values stay below 4096 (12-bit data?): its high byte, "
-                 "which nsa_fast reads, spans 0..15 grey levels only. Rescale such files to 8 bits first.")
-        img = (img >> 8).astype(np.uint8)
-    if img.dtype != np.uint8:
-        raise InputError(f"{str(path)!r}: expected an 8- or 16-bit image, got {img.dtype}.")
+        img = to_8bit(img, window, path)
     if img.ndim == 3 and img.shape[2] == 4:
         img = img[..., :3]
     return img
+
+
+def raw_pixels(path: Path) -> np.ndarray:
+    """The file's pixels as stored: uint8 or uint16."""
+    img = imread_quiet(Path(path), cv2.IMREAD_UNCHANGED)
+    if img.dtype not in (np.uint8, np.uint16):
+        raise InputError(f"{str(path)!r}: expected an 8- or 16-bit image, got {img.dtype}.")
+    return img
+
+
+def to_8bit(img: np.ndarray, window: tuple[float, float] | None, path: Path) -> np.ndarray:
+    if window is None:
+        if img.max(initial=0) < 4096:
+            warn(f"{str(path)!r} is a 16-bit image whose values stay below 4096 (12-bit data?), and the model was "
+                 "not trained on 16-bit images: its high byte, which is read, spans 0..15 grey levels only. "
+                 "Train on 16-bit images to map them by the training set's intensity window.")
+        return (img >> 8).astype(np.uint8)
+    lo, hi = window
+    out = (img.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo))
+    return np.rint(np.clip(out, 0, 255)).astype(np.uint8)
+
+
+WINDOW_PERCENTILES = (0.1, 99.9)
+WINDOW_SAMPLES = 4_000_000  # pixel values the percentiles are taken over, spread evenly over the files
+
+
+def intensity_window(paths: list[Path]) -> tuple[float, float] | None:
+    """(lo, hi) for 16-bit training images: the 0.1 and 99.9 percentiles of their pixel values
+    (over every channel), so that a few saturated or dead pixels do not stretch the scale; None
+    when the images are 8-bit. A mix of 8- and 16-bit files is refused."""
+    depths: dict[str, list[Path]] = {}
+    values = []
+    per_file = max(1, WINDOW_SAMPLES // max(1, len(paths)))
+    for p in paths:
+        img = raw_pixels(p)
+        depths.setdefault(img.dtype.name, []).append(p)
+        if img.dtype == np.uint16:
+            flat = img.reshape(-1)
+            values.append(flat[:: max(1, flat.size // per_file)])
+    if len(depths) > 1:
+        raise InputError(f"the training images mix 8-bit ({len(depths['uint8'])}, e.g. {str(depths['uint8'][0])!r}) "
+                         f"and 16-bit files ({len(depths['uint16'])}, e.g. {str(depths['uint16'][0])!r}); "
+                         "store them all at one bit depth.")
+    if not values:
+        return None
+    lo, hi = (float(v) for v in np.percentile(np.concatenate(values), WINDOW_PERCENTILES))
+    if hi <= lo:
+        raise InputError(f"the 16-bit training images are flat: the {WINDOW_PERCENTILES[0]} and "
+                         f"{WINDOW_PERCENTILES[1]} percentiles of their values are both {lo:g}. Check the files.")
+    return lo, hi
 
 
 def imread_quiet(path: Path, flags: int, what: str = "image") -> np.ndarray:
@@ -124,9 +172,10 @@ def convert(img: np.ndarray, channels: int, size: int | None = None) -> np.ndarr
     return img.reshape(img.shape[0], img.shape[1], channels)
 
 
-def read_image(path: str | Path, channels: int = 3, size: int | None = None) -> np.ndarray:
+def read_image(path: str | Path, channels: int = 3, size: int | None = None,
+               window: tuple[float, float] | None = None) -> np.ndarray:
     """Decode an image file to uint8 (H, W, channels), RGB order, optionally resized."""
-    return convert(decode(path), channels, size)
+    return convert(decode(path, window), channels, size)
 
 
 def output_folder(path: str | Path, flag: str = "--out") -> Path:

@@ -140,7 +140,7 @@ def predict(ckpt, paths: list[str], out_dir, device=None,
     rows = []
     for f, name, m in zip(files, heatmap_names(files), maps):
         score, top = float(m.mean()), float(m.max())
-        shown = convert(decode(f), 3)  # the input as stored, its own size, in colour for the figure
+        shown = convert(decode(f, preset.window), 3)  # the input as stored, its own size, in colour for the figure
         full, shown_box = to_input_size(m, shown.shape[:2], box)
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         caption = score_caption(str(name.parent / f.name), score, top, threshold)

@@ -50,6 +50,7 @@ class Preset:
     vflip: bool = False                       # random vertical flip (textures)
     channels: int = 3
     normalize: str = "imagenet"               # imagenet | none, applied after the synthetic anomaly
+    window: tuple[float, float] | None = None  # 16-bit files: grey levels lo..hi map to 0..255 (set by training)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -111,6 +112,10 @@ def _validate(p: Preset) -> None:
     need(p.resize_clip in RESIZE_CLIPS, f"resize_clip must be one of {RESIZE_CLIPS}, got {p.resize_clip!r}")
     need(0 <= p.rotation <= 180, f"rotation must be 0..180 degrees, got {p.rotation}")
     need(p.channels in (1, 3), f"channels must be 1 or 3, got {p.channels}")
+    if p.window is not None:
+        lo, hi = p.window
+        need(0 <= lo < hi <= 65535, f"window must be (lo, hi) with 0 <= lo < hi <= 65535 (16-bit grey levels), "
+                                    f"or none, got {p.window}")
     need(p.normalize in NORMALIZE, f"normalize must be one of {NORMALIZE}, got {p.normalize!r}")
     need(not (p.channels == 1 and p.normalize == "imagenet"),
          "channels=1 needs normalize=none: the ImageNet statistics are for 3 channels (add --set normalize=none)")
@@ -220,8 +225,19 @@ def _table() -> dict[str, Preset]:
 PRESETS: dict[str, Preset] = _table()
 
 
+PRESET_FILE_SUFFIXES = (".toml", ".yaml", ".yml", ".json")
+
+
+def is_preset_file(name: str) -> bool:
+    return Path(name).suffix.lower() in PRESET_FILE_SUFFIXES
+
+
 def get_preset(name: str) -> Preset:
-    """The preset of a class; ``generic`` (no object masks, object transforms) for users' own data."""
+    """The preset of a class; ``generic`` (no object masks, object transforms) for users' own data;
+    a file name (.toml, .yaml, .json: what ``python -m nsa_fast.calibrate`` writes) for a whole
+    preset in a file."""
+    if is_preset_file(name):
+        return load_preset_file(name)
     if name == "generic":
         return Preset(name="generic")
     try:
@@ -232,8 +248,19 @@ def get_preset(name: str) -> Preset:
             "Use 'generic' for your own data and override fields with --set or --preset-file.") from None
 
 
+def load_preset_file(path: str | Path) -> Preset:
+    """A whole preset from a file: its fields over the generic preset's (a field left out keeps
+    the generic value); every field is checked by name, type and range."""
+    data = load_overrides(path)
+    name = data.pop("name", Path(path).stem)
+    try:
+        return Preset(name=str(name)).replace(**data)
+    except PresetError as err:
+        raise PresetError(f"preset file {str(path)!r}: {err}") from None
+
+
 def load_overrides(path: str | Path) -> dict[str, Any]:
-    """Read a JSON or YAML mapping of preset fields to values."""
+    """Read a TOML, JSON or YAML mapping of preset fields to values."""
     path = Path(path)
     if path.is_dir():
         raise PresetError(f"preset file {str(path)!r} is a folder; pass a .json or .yaml file.")
@@ -245,7 +272,14 @@ def load_overrides(path: str | Path) -> dict[str, Any]:
         raise PresetError(f"preset file {str(path)!r} is not text (UTF-8); pass a .json or .yaml file.") from None
     if not text.strip():
         raise PresetError(f"preset file {str(path)!r} is empty; write a mapping such as {{\"n_max\": 4}}.")
-    if path.suffix.lower() in (".yaml", ".yml"):
+    if path.suffix.lower() == ".toml":
+        import tomllib
+
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
+            raise PresetError(f"preset file {str(path)!r} is not valid TOML: {err}") from None
+    elif path.suffix.lower() in (".yaml", ".yml"):
         import yaml
 
         try:
@@ -280,9 +314,10 @@ def add_preset_args(parser: argparse.ArgumentParser) -> None:
                         help="class folder under --data, e.g. bottle; also picks the preset of that name")
     g = parser.add_argument_group("preset")
     g.add_argument("--preset", help="preset to use when it differs from the category "
-                                    f"(one of {', '.join(sorted(PRESETS))}, generic); default: the "
-                                    "category's preset if there is one, else generic")
-    g.add_argument("--preset-file", help="JSON or YAML mapping of preset fields to override (default: none)")
+                                    f"(one of {', '.join(sorted(PRESETS))}, generic), or a preset file "
+                                    "(.toml, .yaml, .json) such as python -m nsa_fast.calibrate writes; default: "
+                                    "the category's preset if there is one, else generic")
+    g.add_argument("--preset-file", help="TOML, JSON or YAML mapping of preset fields to override (default: none)")
     g.add_argument("--set", action="append", metavar="FIELD=VALUE", default=[],
                    help="override one preset field, e.g. --set n_max=4 --set half_w=0.03,0.2 (default: none)")
     g.add_argument("--resize-clip", choices=RESIZE_CLIPS,
@@ -290,10 +325,15 @@ def add_preset_args(parser: argparse.ArgumentParser) -> None:
                         "paper: eq. (9) of the paper")
 
 
+def base_preset(args: argparse.Namespace) -> Preset:
+    """The preset a command starts from, before overrides: --preset (a name or a file), else the
+    category's, else generic."""
+    return get_preset(args.preset or (args.category if args.category in PRESETS else "generic"))
+
+
 def resolve_preset(args: argparse.Namespace) -> Preset:
     """The class preset with the file overrides, then --set, then named flags applied in that order."""
-    name = args.preset or (args.category if args.category in PRESETS else "generic")
-    preset = get_preset(name)
+    preset = base_preset(args)
     changes: dict[str, Any] = {}
     if getattr(args, "preset_file", None):
         changes.update(load_overrides(args.preset_file))

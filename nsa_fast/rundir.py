@@ -23,7 +23,7 @@ PROGRESS = ("last.pt", "grid_epoch*.png", "eval")
 # Settings a resumed run may change: where and how fast it runs, how long, what it writes.
 # Everything else (task, label, class, preset, batch, learning rate, seed) shapes the model.
 FREE_ON_RESUME = frozenset({"data", "out", "epochs", "stop_after", "workers", "grid_every", "evaluate", "device",
-                            "synth", "amp", "solver", "steps_per_epoch", "deterministic"})
+                            "synth", "amp", "solver", "steps_per_epoch", "deterministic", "layout"})
 
 
 def run_files(out: Path) -> list[Path]:

@@ -12,6 +12,7 @@ from .blend.pick import SOLVER_NAMES
 from .cli import Parser, positive_int, seed_int
 from .errors import InputError
 from .labels import get_label_type, label_names
+from .layouts import add_layout_arg
 from .presets import Preset, add_preset_args, resolve_preset
 from .sampler import TASKS, Stats
 from .synthesis import SyntheticDataset, sample_keys
@@ -60,6 +61,7 @@ def _main(argv) -> int:
     ap.add_argument("--data", required=True,
                     help="dataset root in the MVTec layout (ROOT/CLASS/train/good), or 'demo' for the "
                          "built-in demo data (category demo)")
+    add_layout_arg(ap)
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("-n", "--num", dest="n", type=positive_int, default=16,
                     help="number of samples; more than the training images draws further epochs")
@@ -77,7 +79,7 @@ def _main(argv) -> int:
         ap.error(f"--device {args.device} applies to the batched executor: add --solver (e.g. --solver auto); "
                  "without it OpenCV makes the samples on the CPU")
     preset = resolve_preset(args)
-    images = load_images(train_files(resolve_root(args.data), args.category), preset, preset.image_size)
+    images = load_images(train_files(resolve_root(args.data), args.category, args.layout), preset, preset.image_size)
     ds = SyntheticDataset(list(images), preset, args.task, args.label, args.seed)
     n = args.n
     if n > len(ds):

@@ -28,11 +28,12 @@ from .devices import all_ranks, autocast_dtype, determinism, distribute, pick_de
 from .errors import NsaError, warn
 from .io import write_text_atomic
 from .model import EncoderDecoder, normalize
-from .presets import Preset, add_preset_args, check_trainable, get_preset, resolve_preset
+from .presets import Preset, add_preset_args, base_preset, check_trainable, resolve_preset
 from .blend.pick import SOLVER_NAMES
 from .labels import get_label_type, label_names
 from .pipelines import SYNTH_CHOICES, to_training_device
-from .data import check_test_set
+from .data import check_test_set, with_intensity_window
+from .layouts import add_layout_arg
 from .progress import Logger, stats_row
 from .sampler import TASKS, Stats, get_task
 from .session import Progress, banner, interrupted_message, sigint_deferred
@@ -43,6 +44,7 @@ class TrainConfig:
     data: str
     category: str
     out: str
+    layout: str = "auto"              # how --data is organised (nsa_fast.layouts)
     task: str = "nsa"
     label: str = "logistic"
     synth: str = "workers"            # where samples are made: workers, device, dali (pipelines.SYNTH_CHOICES)
@@ -66,7 +68,8 @@ def parse_args(argv=None) -> tuple[TrainConfig, Preset, bool, bool, bool]:
     """The resolved configuration and preset, the --resume and --overwrite flags, and whether the
     number of epochs was asked for (a resumed run keeps its own otherwise)."""
     ap = Parser(prog="python -m nsa_fast.train", description=__doc__)
-    ap.add_argument("--data", required=True, help="dataset root (MVTec layout) or 'demo'")
+    ap.add_argument("--data", required=True, help="dataset root (see --layout) or 'demo'")
+    add_layout_arg(ap)
     ap.add_argument("--out", default=None, help="output folder (default runs/CATEGORY-TASK-LABEL-sSEED)")
     ap.add_argument("--task", default="nsa", choices=sorted(TASKS), help="self-supervised task")
     ap.add_argument("--label", choices=label_names(), help="label mode (default: the task's; logistic for nsa)")
@@ -114,13 +117,13 @@ def parse_args(argv=None) -> tuple[TrainConfig, Preset, bool, bool, bool]:
         ap.error(f"--batch-size must be at least 2 (batch norm needs two images a step), got {a.batch_size}")
     preset = resolve_preset(a)
     check_trainable(preset)
-    epochs_given = a.epochs is not None or preset.epochs != get_preset(preset.name).epochs
+    epochs_given = a.epochs is not None or preset.epochs != base_preset(a).epochs
     if a.epochs is not None:
         preset = preset.replace(epochs=a.epochs)
     synth = resolve_synth(ap, a)
     label = a.label or get_task(a.task).default_label
     out = a.out or f"runs/{a.category}-{a.task}-{label}-s{a.seed}"
-    cfg = TrainConfig(data=a.data, category=a.category, out=out, task=a.task, label=label,
+    cfg = TrainConfig(data=a.data, category=a.category, out=out, layout=a.layout, task=a.task, label=label,
                       synth=synth, epochs=preset.epochs,
                       batch_size=a.batch_size, lr=a.lr, seed=a.seed,
                       workers=min(8, os.cpu_count() or 1) if a.workers is None else a.workers,
@@ -264,8 +267,8 @@ def _main(argv) -> int:
 
 
 def _run(cfg, preset, resume, overwrite, epochs_given, rank, world, local, device, progress=None) -> int:
-    from .data import train_files
     from .demo import resolve_root
+    from .layouts import open_dataset
 
     progress = progress or Progress()
     out = Path(cfg.out)
@@ -273,8 +276,13 @@ def _run(cfg, preset, resume, overwrite, epochs_given, rank, world, local, devic
     # The data first: a wrong --data or --category is named as such, also where --out holds a run
     # already. Reading changes nothing; the run folder is checked next and changed last.
     root = resolve_root(cfg.data)
-    files = train_files(root, cfg.category)
-    evaluate = cfg.evaluate and check_test_set(root, cfg.category, preset)
+    dataset = open_dataset(root, cfg.category, cfg.layout)
+    files = dataset.train
+    if dataset.validation and rank == 0:
+        print(f"note: {len(dataset.validation)} normal validation images ({dataset.layout} layout) are kept out of "
+              "training, for thresholds and calibration checks")
+    preset = with_intensity_window(preset, files, cfg.synth)
+    evaluate = cfg.evaluate and check_test_set(root, cfg.category, preset, cfg.layout)
     pipeline = build_pipeline(cfg, preset, files, device, rank, world)
     if rank == 0:
         rundir.check(out, resume, overwrite)
@@ -337,7 +345,7 @@ def _run(cfg, preset, resume, overwrite, epochs_given, rank, world, local, devic
         from .evaluate import report
 
         progress.evaluating = True
-        return report(out / "last.pt", root, cfg.category, out / "eval", device, run_outputs)
+        return report(out / "last.pt", root, cfg.category, out / "eval", device, run_outputs, cfg.layout)
     print("Outputs:\n" + "\n".join(f"  {n}  {p}  ({w})" for n, p, w in run_outputs))
     return 0
 

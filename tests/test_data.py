@@ -50,7 +50,7 @@ def test_missing_folders(tmp_path):
     with pytest.raises(InputError, match="no class folder .*Check --data and --category"):
         train_files(tmp_path, "bottle")
     (tmp_path / "bottle").mkdir()
-    with pytest.raises(InputError, match="no training folder"):
+    with pytest.raises(InputError, match="no training images found for class 'bottle'.*MVTec AD/MPDD \\(train/good\\)"):
         train_files(tmp_path, "bottle")
     with pytest.raises(InputError, match="no test folder"):
         test_items(tmp_path, "bottle")

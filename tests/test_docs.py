@@ -109,6 +109,7 @@ def test_docker_commands_match_the_dockerfile(block, monkeypatch):
 RUN_FILES = [p for p in FILES if any(b.kind in ("run", "exit") and b.lang in RUN_LANGS for b in blocks(p))]
 
 
+@pytest.mark.slow  # minutes: a quick start of 2 epochs, then every block in a fresh shell (CI runs -m slow)
 @pytest.mark.parametrize("path", RUN_FILES, ids=_ids(RUN_FILES))
 def test_blocks_run_as_written_after_the_quick_start(path, reader):
     """Each block in a fresh shell or interpreter, in the file's order, in the reader's folder."""
@@ -124,6 +125,7 @@ def test_blocks_run_as_written_after_the_quick_start(path, reader):
         assert "Traceback" not in run.stderr, f"{b.where}:\n{run.stderr[-3000:]}"
 
 
+@pytest.mark.slow
 def test_the_main_job_trains_and_prints_the_results_table(reader):
     # The README's command as a reader runs it (.venv/bin/python in their folder), with fewer epochs:
     # the same steps, files and printed table.

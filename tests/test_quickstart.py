@@ -24,8 +24,8 @@ def test_two_commands_install_train_and_test():
     install_and_train, tests = quick_start()
     assert "pip install torch==2.14.1 torchvision==0.29.1" in install_and_train
     assert "-m nsa_fast.train --data demo" in install_and_train
-    assert tests == ".venv/bin/python -m pytest"
-    assert "python -m pytest" in (REPO / ".ci" / "run").read_text()  # CI runs the README's tests
+    assert tests == ".venv/bin/python -m pytest -n 2"
+    assert "python -m pytest -n 2\n" in (REPO / ".ci" / "run").read_text()  # CI runs the README's tests
 
 
 def run_main_job(tmp_path, *extra):

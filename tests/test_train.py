@@ -588,8 +588,10 @@ def test_ctrl_c_says_how_to_resume_and_keeps_the_checkpoint(demo_root, tmp_path)
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "nsa_fast.train", "--data", str(demo_root), "--category", "demo", "--out", str(out),
            *SMALL, "--epochs", "200", "--steps-per-epoch", "1", "--workers", "0", "--no-eval"]
-    # its own process group, which Ctrl-C signals on a terminal
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # its own process group, which Ctrl-C signals on a terminal; SIGINT handled as on a terminal even
+    # when the tests run in a background job (whose children inherit SIGINT ignored)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 300
         while not (out / "last.pt").exists() and proc.poll() is None and time.time() < deadline:
