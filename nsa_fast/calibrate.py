@@ -16,9 +16,9 @@ accept. It decides:
   logistic      (k, y0) of the logistic label, fitted on sample anomalies of these settings so that
                 labels reach 0.5 at the median intensity change and 0.95 at its 90th percentile;
   resize_bounds by kind, as the paper.
-Beside the preset it writes calibration.png (synthetic anomalies: inputs, labels, object masks)
-and calibration.json (the measurements and a statistics table), and prints the preset beside the
-nearest built-in one.
+Beside the preset FILE.toml it writes FILE.calibration.png (synthetic anomalies: inputs, labels,
+object masks) and FILE.calibration.json (the measurements and a statistics table), and prints the
+preset beside the nearest built-in one.
 """
 from __future__ import annotations
 
@@ -82,21 +82,37 @@ def measure(images: np.ndarray) -> dict:
     from .objects import object_mask
 
     g = images.mean(-1)
-    ring = np.zeros(g.shape[1:], bool)
-    ring[:RING], ring[-RING:], ring[:, :RING], ring[:, -RING:] = True, True, True, True
-    ring_px = g[:, ring]
+    ring_px = g[:, border_ring(g.shape[1:])]
     b = float(np.median(ring_px))
     spread = float(np.median(np.percentile(ring_px, 90, axis=1) - np.percentile(ring_px, 10, axis=1)))
     t = float(np.clip(np.percentile(np.abs(ring_px - b), 99.5), 10, 120))
     masks = np.stack([object_mask(img, (b, t)) for img in images])
-    share = masks.mean((1, 2))
-    ring_share = masks[:, ring].mean(1)
-    good = (share > 0.02) & (share < 0.9) & (ring_share < 0.05)
+    share, good = masks.mean((1, 2)), masks_pass(masks)
     region = masks.any(0) if good.mean() >= 0.8 else np.ones(g.shape[1:], bool)
     per_pixel = float(g.std(0)[region].mean())
     overall = float(g[:, region].std()) or 1.0
     return {"background_level": b, "ring_spread": spread, "threshold": t, "masks": masks,
             "object_share": share, "mask_ok": good, "aligned_ratio": per_pixel / overall}
+
+
+def border_ring(shape: tuple[int, int]) -> np.ndarray:
+    ring = np.zeros(shape, bool)
+    ring[:RING], ring[-RING:], ring[:, :RING], ring[:, -RING:] = True, True, True, True
+    return ring
+
+
+def masks_pass(masks: np.ndarray) -> np.ndarray:
+    """Per image, whether its object mask is plausible: it covers 2-90 % of the image and under
+    5 % of the border ring."""
+    share, ring_share = masks.mean((1, 2)), masks[:, border_ring(masks.shape[1:])].mean(1)
+    return (share > 0.02) & (share < 0.9) & (ring_share < 0.05)
+
+
+def mask_check(images: np.ndarray, background: tuple[float, float]) -> float:
+    """The share of images whose object mask under ``background`` passes."""
+    from .objects import object_mask
+
+    return float(masks_pass(np.stack([object_mask(img, background) for img in images])).mean())
 
 
 def _extent(mask: np.ndarray) -> tuple[float, float, float, tuple[float, float]]:
@@ -105,7 +121,20 @@ def _extent(mask: np.ndarray) -> tuple[float, float, float, tuple[float, float]]
     return h / mask.shape[0], w / mask.shape[1], len(ys) / (h * w), (ys.mean(), xs.mean())
 
 
-def decide(images: np.ndarray, name: str) -> tuple[Preset, dict[str, str], dict]:
+def sizes(kind: str, native: int) -> dict:
+    """The paper's sizes (objects 256 -> 230 -> 224, textures 264 -> 256) where the images are that
+    large; smaller images keep their own size (no upscaling) with a crop a multiple of 32 below it."""
+    if kind == "texture":
+        crop = 256 if native >= 264 else max(32, (native - 8) // 32 * 32)
+        return {"image_size": crop + 8, "crop": crop}
+    if native >= 256:
+        return {"image_size": 256, "center_crop": 230, "crop": 224}
+    crop = max(32, int(native * 0.875) // 32 * 32)
+    return {"image_size": native, "center_crop": min(native, crop + 6), "crop": crop}
+
+
+def decide(images: np.ndarray, name: str, native: int = SIDE) -> tuple[Preset, dict[str, str], dict]:
+    """The preset's fields from the images (measured at SIDE x SIDE; ``native``: their own side)."""
     m = measure(images)
     reasons: dict[str, str] = {}
     plain = m["ring_spread"] <= UNIFORM_RING
@@ -117,15 +146,15 @@ def decide(images: np.ndarray, name: str) -> tuple[Preset, dict[str, str], dict]
                 "mask_threshold": round(m["threshold"], 1), "mask_ok_share": round(ok_share, 3),
                 "aligned_ratio": round(m["aligned_ratio"], 3)}
     if separates or aligned:
-        p = replace(base, kind="object")
+        p = replace(base, kind="object", **sizes("object", native))
         reasons["kind"] = ("object: " + (f"a plain background (border spread {m['ring_spread']:.0f} grey levels) "
                                          f"separates from a foreground in {100 * ok_share:.0f} % of the images"
                                          if separates else
                                          f"the content stays in place (per-pixel / overall spread "
                                          f"{m['aligned_ratio']:.2f} < {ALIGNED})"))
     else:
-        p = replace(base, kind="texture", n_max=4, clone="mixed", resize_bounds=(0.5, 2.0), image_size=SIDE + 8,
-                    center_crop=None, crop=SIDE, vflip=True)
+        p = replace(base, kind="texture", n_max=4, clone="mixed", resize_bounds=(0.5, 2.0), center_crop=None,
+                    vflip=True, **sizes("texture", native))
         reasons["kind"] = (f"texture: no plain background (border spread {m['ring_spread']:.0f} > {UNIFORM_RING:.0f} "
                            f"grey levels, or masks fit {100 * ok_share:.0f} % of images) and the content moves "
                            f"(per-pixel / overall spread {m['aligned_ratio']:.2f} >= {ALIGNED})")
@@ -155,7 +184,7 @@ def decide(images: np.ndarray, name: str) -> tuple[Preset, dict[str, str], dict]
                                      f"masks fit {100 * ok_share:.0f} % of images); patches go anywhere")
     if p.kind == "object":
         still = aligned and shift < STILL_PX
-        p = replace(p, rotation=0.0 if aligned else 5.0, center_crop=p.crop if still else 230)
+        p = replace(p, rotation=0.0 if aligned else 5.0, center_crop=p.crop if still else p.center_crop)
         reasons["rotation, center_crop"] = (
             "no rotation or shift: the object is aligned (centroids spread "
             f"{shift:.1f} px)" if still else
@@ -167,6 +196,9 @@ def decide(images: np.ndarray, name: str) -> tuple[Preset, dict[str, str], dict]
         reasons["rotation, center_crop"] = "none, vertical flips instead (the paper's textures)"
         reasons["clone"] = "mixed gradients, as the paper's textures"
     reasons["resize_bounds"] = f"{p.resize_bounds[0]:g}-{p.resize_bounds[1]:g}, the paper's for {p.kind}s"
+    reasons["image_size, crop"] = (f"{p.image_size} px, crop {p.crop}: " +
+                                   ("the paper's" if native >= p.image_size else
+                                    f"the images' own {native} px (no upscaling), crop a multiple of 32"))
     reasons["n_max"] = f"{p.n_max} patches at most, the paper's for {p.kind}s"
     return p, reasons, measured
 
@@ -191,7 +223,7 @@ def fit_logistic(images: np.ndarray, preset: Preset, n: int, seed: int) -> tuple
     change = np.concatenate([it["label"][it["label"] > 0] for it in items])
     if change.size == 0:
         raise InputError(f"none of {n} sample anomalies changed the image: every patch was skipped. Check the "
-                         "images (see calibration.json) or give the preset by hand.")
+                         "images (see the .calibration.json file) or give the preset by hand.")
     y0, top = (float(v) for v in np.percentile(change, (LABEL_MID, LABEL_TOP)))
     k = math.log(19) / max(top - y0, 1.0)
     k, y0 = float(f"{k:.3g}"), round(y0, 1)
@@ -200,8 +232,8 @@ def fit_logistic(images: np.ndarray, preset: Preset, n: int, seed: int) -> tuple
     return (k, y0), why, change
 
 
-def calibrate(images: np.ndarray, name: str, n: int = 300, seed: int = 0) -> Calibration:
-    preset, reasons, measured = decide(images, name)
+def calibrate(images: np.ndarray, name: str, n: int = 300, seed: int = 0, native: int = SIDE) -> Calibration:
+    preset, reasons, measured = decide(images, name, native)
     if images.shape[-1] == 1:
         preset = replace(preset, channels=1, normalize="none")
     logistic, reasons["logistic"], change = fit_logistic(images, preset, n, seed)
@@ -279,14 +311,11 @@ def figure(images: np.ndarray, cal: Calibration, seed: int, columns: int = 8) ->
 
     items, _ = sample_anomalies(images, cal.preset, columns, seed, "logistic")
     rgb = [np.repeat(it["image"], 3, -1) if it["image"].shape[-1] == 1 else it["image"] for it in items]
-    masks = []
-    for it in items:
-        obj = object_mask(it["original"], cal.preset.background)
-        masks.append(np.full(it["image"].shape[:2] + (3,), 255, np.uint8) if obj is None else
-                     np.repeat((obj[..., None] * 255).astype(np.uint8), 3, -1))
     vmax = get_label_type("logistic").vmax
-    rows = [("input", rgb), ("label", [label_to_rgb(it["label"], vmax) for it in items]),
-            ("object\nmask", masks)]
+    rows = [("input", rgb), ("label", [label_to_rgb(it["label"], vmax) for it in items])]
+    if cal.preset.background is not None:  # a texture has none: every pixel may take a patch
+        rows.append(("object\nmask", [np.repeat((object_mask(it["original"], cal.preset.background)[..., None] * 255)
+                                                 .astype(np.uint8), 3, -1) for it in items]))
     captions = [[f"sample {i}", f"area {100 * (it['label'] > 0).mean():.1f} %"] for i, it in enumerate(items)]
     return labelled_grid(rows, captions, vmax, "label")
 
@@ -305,8 +334,8 @@ def _main(argv) -> int:
     ap.add_argument("--data", required=True, help="dataset root (see --layout) or 'demo'")
     ap.add_argument("--category", required=True, help="class folder under --data")
     add_layout_arg(ap)
-    ap.add_argument("--out", help="preset file to write (.toml); calibration.png and calibration.json go beside it "
-                                  "(default: calibrated/CATEGORY.toml)")
+    ap.add_argument("--out", help="preset file to write (.toml); FILE.calibration.png and FILE.calibration.json go "
+                                  "beside it (default: calibrated/CATEGORY.toml)")
     ap.add_argument("--samples", type=positive_int, default=300, help="sample anomalies the label is fitted on")
     ap.add_argument("--seed", type=seed_int, default=0, help="seeds the sample anomalies")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing preset file")
@@ -317,8 +346,10 @@ def _main(argv) -> int:
     out = Path(a.out or f"calibrated/{a.category}.toml")
     if out.suffix.lower() != ".toml":
         ap.error(f"--out must name a .toml file, got {str(out)!r}")
-    if out.exists() and not a.overwrite:
-        raise InputError(f"{str(out)!r} exists; pass --overwrite to replace it, or another --out.")
+    figure_path, table_path = out.with_suffix(".calibration.png"), out.with_suffix(".calibration.json")
+    there = [p for p in (out, figure_path, table_path) if p.exists()]
+    if there and not a.overwrite:
+        raise InputError(f"{str(there[0])!r} exists; pass --overwrite to replace it, or another --out.")
     root = resolve_root(a.data)
     ds = open_dataset(root, a.category, a.layout)
     files = ds.train
@@ -329,13 +360,19 @@ def _main(argv) -> int:
     check_files(files, [r.shape for r in raw])
     images = load_images(files, loader, SIDE)
     check_images(images)
-    cal = calibrate(images, f"{a.category}-calibrated", a.samples, a.seed)
+    cal = calibrate(images, f"{a.category}-calibrated", a.samples, a.seed, native=min(raw[0].shape[:2]))
+    if ds.validation and cal.preset.background is not None:  # normal images never trained on check the rule
+        held = load_images(ds.validation, loader, SIDE)
+        ok = mask_check(held, cal.preset.background)
+        cal.measured["validation_mask_ok_share"] = round(ok, 3)
+        cal.reasons["background"] += (f"; on the {len(held)} validation images it fails in "
+                                      f"{100 * (1 - ok):.0f} %")
     header = [f"nsa_fast preset for {a.category!r}, calibrated from its {len(files)} normal training images",
               f"(python -m nsa_fast.calibrate --data {a.data} --category {a.category}; {ds.layout} layout).",
               "Edit freely: python -m nsa_fast.train --preset FILE checks every field."]
-    folder = output_folder(out.parent)
+    output_folder(out.parent)
     write_text_atomic(out, to_toml(cal, header))
-    write_image(folder / "calibration.png", figure(images, cal, a.seed))
+    write_image(figure_path, figure(images, cal, a.seed))
     report = {"preset": str(out), "images": len(files), "measured": cal.measured, "reasons": cal.reasons,
               "statistics": cal.stats}
     if a.compare_real:
@@ -343,21 +380,24 @@ def _main(argv) -> int:
 
         samples, _ = sample_anomalies(images, cal.preset, a.samples, a.seed, "logistic")
         report["compare_real"] = comparison = compare(root, a.category, a.layout, samples, images, loader)
-    write_text_atomic(folder / "calibration.json", json.dumps(report, indent=2))
+    write_text_atomic(table_path, json.dumps(report, indent=2))
     near = nearest_preset(cal.preset)
     print(f"Calibrated {a.category!r} from {len(files)} normal training images ({ds.layout} layout):")
     for fields, why in cal.reasons.items():
         print(f"  {fields}: {why}")
     print(side_by_side(cal.preset, near))
     s = cal.stats
-    print(f"Sample anomalies ({s['samples']}): patch area {s['patch_area_pct']['median']:.1f} % of the image (median; "
-          f"10-90 %: {s['patch_area_pct']['p10']:.1f}-{s['patch_area_pct']['p90']:.1f}), label mean in patches "
-          f"{s['label_mean_in_patches']:.2f}, patches skipped: " +
-          (", ".join(f"{r} {v:.1f} %" for r, v in s["skipped_pct"].items() if v) or "none"))
+    area = s["patch_area_pct"]
+    print(f"Sample anomalies of this preset ({s['samples']}):\n"
+          f"  patch area       {area['median']:.1f} % of the image (median; 10-90 %: {area['p10']:.1f}-{area['p90']:.1f})\n"
+          f"  label mean       {s['label_mean_in_patches']:.2f} inside the patches\n"
+          f"  patches skipped  " + (", ".join(f"{r} {v:.1f} %" for r, v in s["skipped_pct"].items() if v) or "none") +
+          f" of {s['tried']} tried")
     if a.compare_real:
         print("\n".join(compare_lines(comparison)))
-    print(f"Wrote {out}, {folder / 'calibration.png'} and {folder / 'calibration.json'}. Train with: "
-          f"python -m nsa_fast.train --data {a.data} --category {a.category} --preset {out}")
+    print(f"Wrote {out}, {figure_path} and {table_path}. Train with (the paper's {cal.preset.epochs} epochs at "
+          f"{cal.preset.image_size} px; --epochs and --set image_size=... for less): python -m nsa_fast.train "
+          f"--data {a.data} --category {a.category} --preset {out}")
     return 0
 
 

@@ -91,6 +91,11 @@ def load(path: str | Path, map_location="cpu") -> dict:
     if not path.is_file():
         raise NsaError(f"no checkpoint at {str(path)!r}; pass a run's last.pt (python -m nsa_fast.train ... "
                        "--out DIR writes DIR/last.pt).")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head[:4] != b"PK\x03\x04" and head[:1] != b"\x80":  # torch's zip archive, or its older pickle
+        raise NsaError(f"{str(path)!r} is not a checkpoint: a checkpoint is a torch file (a zip archive), this one is "
+                       "not. Pass a run's last.pt (python -m nsa_fast.train ... --out DIR writes DIR/last.pt).")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for truncated or foreign files

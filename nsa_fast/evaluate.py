@@ -59,12 +59,12 @@ def evaluate(ckpt_path, root, category: str, out_dir, device=None, layout: str =
     from .metrics import au_pro, image_auroc, pixel_auroc, pro_curve
 
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    out = output_folder(out_dir)
     model, preset, state = load_model(ckpt_path, device)
+    items = test_items(root, category, layout)
+    out = output_folder(out_dir)  # after the checks: a refused run leaves no empty folder behind
     trained_on = state["config"].get("category")
     if trained_on != category:
         warn(f"the checkpoint was trained on class {trained_on!r} and is evaluated on {category!r}")
-    items = test_items(root, category, layout)
     size = eval_size(preset)
     images = load_images([i.path for i in items], preset, size)
     masks = load_masks(items, size)

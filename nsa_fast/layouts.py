@@ -137,6 +137,7 @@ def open_dataset(root: str | Path, category: str, layout: str = "auto", need_tra
     if layout not in ("auto", *LAYOUTS):
         raise InputError(f"unknown --layout {layout!r}; expected auto or one of {', '.join(LAYOUTS)}.")
     d = class_dir(root, category)
+    given = layout != "auto"
     if layout == "auto":
         found = detect(root, category)
         if len(found) > 1:
@@ -152,7 +153,14 @@ def open_dataset(root: str | Path, category: str, layout: str = "auto", need_tra
         layout = found[0]
     if not need_train and layout in ("mvtec", "mpdd", "generic", "btad") and not (d / "train").is_dir():
         return Dataset(layout, root, category, [], test_dir=d / "test")
-    return _OPEN[layout](root, category, d)
+    try:
+        return _OPEN[layout](root, category, d)
+    except InputError as err:
+        other = [x for x in detect(root, category) if x != layout] if given else []
+        if not other:
+            raise
+        raise InputError(f"{err} This folder looks like the {other[0]} layout: use --layout {other[0]} (or auto).") \
+            from None
 
 
 def _mvtec(root: Path, category: str, d: Path, layout: str = "mvtec") -> Dataset:
@@ -257,7 +265,9 @@ def _visa_rows(root: Path, category: str) -> list[dict[str, str]]:
                                  f"{sorted(need)}.")
             return [r for r in reader if r["object"] == category]
     except (OSError, UnicodeDecodeError) as err:
-        raise InputError(f"cannot read the VisA split file {str(path)!r} ({err}).") from None
+        raise InputError(f"cannot read the VisA split file {str(path)!r} ({getattr(err, 'strerror', None) or err}): the "
+                         "visa layout needs ROOT/split_csv/1cls.csv as VisA is distributed. Check --data, or use "
+                         "--layout auto.") from None
 
 
 def _existing(root: Path, rel: str, what: str) -> Path:
@@ -283,5 +293,7 @@ def _visa_items(root: Path, category: str, split: str) -> list[TestItem]:
 def add_layout_arg(parser) -> None:
     """--layout, shared by every command that reads a dataset root."""
     parser.add_argument("--layout", choices=("auto", *LAYOUTS), default="auto",
-                        help="how --data is organised: mvtec (MVTec AD), mpdd, mvtec_ad2 (MVTec AD 2), btad, visa, "
-                             "generic (CLASS/train holding the images) (default: auto, detected from the folder)")
+                        help="how --data is organised; auto: detected from the class folder. mvtec (MVTec AD, MPDD): "
+                             "CLASS/train/good, test/<defect>, ground_truth/<defect>; mvtec_ad2: train/good, "
+                             "validation/good, test_public; btad: train/ok, test/ok|ko, ground_truth/ko; visa: "
+                             "ROOT/split_csv/1cls.csv with CLASS/Data/Images; generic: CLASS/train holding the images")

@@ -130,9 +130,9 @@ def predict(ckpt, paths: list[str], out_dir, device=None,
     from .viz import display_max, seen_box
 
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    out = output_folder(out_dir)
     model, preset, state = load_model(ckpt, device)
-    files = collect(paths, exclude=out)
+    files = collect(paths, exclude=Path(out_dir))
+    out = output_folder(out_dir)  # after the checks: a refused run leaves no empty folder behind
     size = eval_size(preset)
     images = load_images(files, preset, size)
     maps = anomaly_maps(model, images, preset, device)

@@ -142,6 +142,19 @@ def check_trainable(p: Preset) -> None:
                           f"{max(SIDE_MULTIPLE, p.crop // SIDE_MULTIPLE * SIDE_MULTIPLE)}")
 
 
+RANGES = {  # what each field allows, for messages about a value of the wrong type
+    "kind": f"one of {KINDS}", "half_h": "min, max with 0 < min <= max < 0.5", "half_w": "min, max with 0 < min <= max < 0.5",
+    "n_max": "1..16", "logistic": "k > 0, y0 in 0..255", "background": "b in 0..255, t in 0..254, or none",
+    "t_object": "0 <= share < 1", "t_overlap": "0 <= share < 1", "epochs": ">= 1", "clone": f"one of {CLONE_MODES}",
+    "resize_bounds": "0 < low <= high <= 10", "gamma": "shape > 0, scale > 0, offset in [0, 0.5)",
+    "resize_clip": f"one of {RESIZE_CLIPS}", "max_tries": "1..10000", "min_mask_pixels": ">= 0, below crop x crop",
+    "label_tol": "0..254", "ensure_label": "0..100", "image_size": f">= {MIN_SIDE}", "center_crop": "crop..image_size, or none",
+    "crop": f">= {MIN_SIDE}, a multiple of {SIDE_MULTIPLE} to train", "rotation": "0..180 degrees",
+    "vflip": "true or false", "channels": "1 or 3", "normalize": f"one of {NORMALIZE}",
+    "window": "lo, hi with 0 <= lo < hi <= 65535, or none",
+}
+
+
 def _coerce(name: str, value: Any) -> Any:
     """Convert a value from JSON, YAML or the command line to the field's type."""
     hint = _HINTS[name]
@@ -180,7 +193,8 @@ def _coerce(name: str, value: Any) -> Any:
             return float(value)
         return str(value)
     except (ValueError, TypeError, OverflowError, json.JSONDecodeError):
-        raise PresetError(f"preset field {name!r}: expected {want}, got {raw!r}.") from None
+        allowed = f" ({RANGES[name]})" if name in RANGES else ""
+        raise PresetError(f"preset field {name!r}: expected {want}{allowed}, got {raw!r}.") from None
 
 
 OBJECTS = ("bottle", "cable", "capsule", "hazelnut", "metal_nut", "pill", "screw", "toothbrush",
@@ -263,13 +277,13 @@ def load_overrides(path: str | Path) -> dict[str, Any]:
     """Read a TOML, JSON or YAML mapping of preset fields to values."""
     path = Path(path)
     if path.is_dir():
-        raise PresetError(f"preset file {str(path)!r} is a folder; pass a .json or .yaml file.")
+        raise PresetError(f"preset file {str(path)!r} is a folder; pass a .toml, .json or .yaml file.")
     if not path.is_file():
-        raise PresetError(f"preset file {str(path)!r} does not exist; pass a .json or .yaml file.")
+        raise PresetError(f"preset file {str(path)!r} does not exist; pass a .toml, .json or .yaml file.")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise PresetError(f"preset file {str(path)!r} is not text (UTF-8); pass a .json or .yaml file.") from None
+        raise PresetError(f"preset file {str(path)!r} is not text (UTF-8); pass a .toml, .json or .yaml file.") from None
     if not text.strip():
         raise PresetError(f"preset file {str(path)!r} is empty; write a mapping such as {{\"n_max\": 4}}.")
     if path.suffix.lower() == ".toml":

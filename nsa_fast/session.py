@@ -41,8 +41,9 @@ def banner(cfg, preset: Preset, files: list[Path], device: torch.device, world: 
                        else "OpenCV in the training process"),
            "device": f"made on {device.type}, Poisson solver {solver}",
            "dali": f"DALI reads the files, blended on {device.type} with Poisson solver {solver}"}[cfg.synth]
-    return (f"Training class {cfg.category!r} on {len(files)} images in {str(files[0].parent)!r}{demo}, "
-            f"resized to {size}x{size}; {epochs}\n"
+    layout = f" ({cfg.layout} layout)" if cfg.layout not in ("auto", "mvtec", "generic") else ""
+    return (f"Training class {cfg.category!r} on {len(files)} images in {str(files[0].parent)!r}{layout}{demo}, "
+            f"resized to {size}x{size}; preset {preset.name!r} ({preset.kind}); {epochs}\n"
             f"  device {where}, {amp}{procs}; synthetic anomalies: --synth {cfg.synth} ({how})\n"
             f"  output folder {str(cfg.out)!r}")
 

@@ -2,7 +2,8 @@
 
     python -m nsa_fast.train --data ROOT --category CLASS [--synth {workers,device,dali}] [--epochs N] [--out DIR]
 
-Reads ROOT/CLASS/train (MVTec AD layout, or ``--data demo``), makes synthetic anomalies on CPU
+Reads the normal training images of ROOT/CLASS (MVTec AD, MPDD, MVTec AD 2, BTAD, VisA or a generic
+folder: --layout; or ``--data demo``), makes synthetic anomalies on CPU
 workers or, with --synth device (--gpu-blend), on the GPU, and writes DIR/last.pt (atomically, every epoch),
 DIR/log.csv, DIR/config.json and a PNG grid of inputs, labels and predictions every few epochs.
 ``--resume`` continues from DIR/last.pt exactly where it stopped; Ctrl-C stops a run and prints
@@ -277,6 +278,7 @@ def _run(cfg, preset, resume, overwrite, epochs_given, rank, world, local, devic
     # already. Reading changes nothing; the run folder is checked next and changed last.
     root = resolve_root(cfg.data)
     dataset = open_dataset(root, cfg.category, cfg.layout)
+    cfg = dataclasses.replace(cfg, layout=dataset.layout)  # the layout read, also when detected
     files = dataset.train
     if dataset.validation and rank == 0:
         print(f"note: {len(dataset.validation)} normal validation images ({dataset.layout} layout) are kept out of "

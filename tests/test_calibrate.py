@@ -49,6 +49,14 @@ def _objects(n: int, moving: bool, seed: int = 0) -> np.ndarray:
     return np.stack(out)
 
 
+def test_sizes_are_the_papers_where_the_images_are_large_enough_and_never_upscaled():
+    small, large = decide(_texture(12), "t", native=256)[0], decide(_texture(12), "t", native=1024)[0]
+    assert (large.image_size, large.crop) == (264, 256)
+    assert small.image_size <= 256 and small.crop % 32 == 0 and small.crop < small.image_size
+    obj = decide(_objects(12, moving=True), "o", native=200)[0]
+    assert obj.image_size == 200 and obj.crop % 32 == 0 and obj.crop < obj.center_crop <= 200
+
+
 def test_a_texture_is_called_a_texture_with_the_papers_texture_rules():
     p, reasons, measured = decide(_texture(12), "t")
     assert p.kind == "texture" and p.background is None and measured["aligned_ratio"] >= ALIGNED
@@ -113,16 +121,25 @@ def test_the_command_writes_the_preset_the_figure_and_the_table_and_train_takes_
     out = tmp_path / "cal" / "part.toml"
     assert main(["--data", str(root), "--category", "part", "--out", str(out), "--samples", "20"]) == 0
     printed = capsys.readouterr().out
-    assert "kind: object:" in printed and "nearest built-in:" in printed and "Sample anomalies (20)" in printed
-    assert (out.parent / "calibration.png").stat().st_size > 10_000
-    table = __import__("json").loads((out.parent / "calibration.json").read_text())
+    assert "kind: object:" in printed and "nearest built-in:" in printed and "Sample anomalies of this preset (20)" in printed
+    assert out.with_suffix(".calibration.png").stat().st_size > 10_000
+    table = __import__("json").loads(out.with_suffix(".calibration.json").read_text())
     assert set(table["statistics"]["skipped_pct"]) and table["statistics"]["patch_area_pct"]["median"] > 0
     preset = parse_args(["--data", str(root), "--category", "part", "--preset", str(out)])[1]
     assert preset == load_preset_file(out) and preset.name == "part-calibrated"
     assert NSA.from_preset(str(out)).preset == preset
-    # an existing preset file is not replaced without --overwrite
+    from nsa_fast.synth import main as synth_main
+
+    assert synth_main(["--data", str(root), "--category", "part", "--preset", str(out), "-n", "2",
+                       "--out", str(tmp_path / "synth")]) == 0
+    assert "preset part-calibrated" in capsys.readouterr().out
+    # an existing preset file is not replaced without --overwrite; another preset's figure is its own
     assert main(["--data", str(root), "--category", "part", "--out", str(out), "--samples", "20"]) == 2
     assert "exists; pass --overwrite" in capsys.readouterr().err
+    figure = out.with_suffix(".calibration.png").read_bytes()
+    assert main(["--data", str(root), "--category", "part", "--out", str(out.parent / "other.toml"),
+                 "--samples", "20", "--seed", "1"]) == 0
+    assert out.with_suffix(".calibration.png").read_bytes() == figure
 
 
 def _one_error(capsys) -> str:
@@ -153,7 +170,7 @@ def test_bad_training_folders_are_refused_in_one_line(tmp_path, capsys, case):
 
 
 @pytest.mark.parametrize("line, expect", [
-    ("n_max = 'many'", "n_max': expected an integer, got 'many'"),
+    ("n_max = 'many'", "n_max': expected an integer (1..16), got 'many'"),
     ("colour = 3", "unknown preset field(s) ['colour']"),
     ("half_w = [0.03, 0.7]", "half_w must satisfy 0 < min <= max < 0.5"),
     ("logistic = [-1.0, 7.0]", "logistic must be (k, y0) with k > 0"),
@@ -190,3 +207,14 @@ def test_compare_real_says_which_field_to_move(tmp_path, capsys):
     assert "dot" in printed and "lower the upper bounds of half_h/half_w" in printed
     assert "raise the logistic label's y0" in printed
 
+
+
+def test_real_tire_calibrates_as_an_object_and_checks_its_rule_on_the_validation_images(tire_root, tmp_path, capsys):
+    out = tmp_path / "tire.toml"
+    assert main(["--data", str(tire_root), "--category", "tire", "--out", str(out), "--samples", "30"]) == 0
+    printed = capsys.readouterr().out
+    preset = load_preset_file(out)
+    assert preset.kind == "object" and preset.background is not None
+    assert "on the 29 validation images it fails in" in printed
+    table = __import__("json").loads((tmp_path / "tire.calibration.json").read_text())
+    assert 0 <= table["measured"]["validation_mask_ok_share"] <= 1

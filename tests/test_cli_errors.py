@@ -114,7 +114,7 @@ TRAIN_CASES = [
     (["--seed", "99999999999999999999"], r"--seed: expected a non-negative integer up to 4,294,967,295"),
     (["--workers", "99999999999999999999"], r"--workers: expected a non-negative integer up to 256"),
     (["--epochs", "99999999999999999999"], r"--epochs: expected a positive integer up to 1,000,000"),
-    (["--set", "n_max=Infinity"], r"preset field 'n_max': expected an integer, got 'Infinity'"),
+    (["--set", "n_max=Infinity"], r"preset field 'n_max': expected an integer \(1..16\), got 'Infinity'"),
     (["--set", "n_max=1e400"], r"preset field 'n_max': expected an integer"),
     (["--set", "image_size=0"], r"image_size must be at least 32 pixels, got 0"),
     (["--set", "label_tol=255"], r"label_tol must be 0..254"),
@@ -128,7 +128,7 @@ TRAIN_CASES = [
     (["--stop-after", "0"], r"--stop-after: expected a positive integer"),
     (["--solver", "fast"], r"--solver: invalid choice"),
     (["--set", "channels=1"], r"channels=1 needs normalize=none"),
-    (["--set", "n_max=abc"], r"preset field 'n_max': expected an integer, got 'abc'"),
+    (["--set", "n_max=abc"], r"preset field 'n_max': expected an integer \(1..16\), got 'abc'"),
     (["--set", "t_object=5"], r"t_object must be a share in \[0, 1\), got 5"),
     (["--set", "t_overlap=-1"], r"t_overlap must be a share"),
     (["--set", "label_tol=-3"], r"label_tol must be 0..254"),
@@ -237,6 +237,11 @@ def test_evaluate_and_predict_refuse_bad_checkpoints_and_data(world, capsys, tmp
             r"neither an image .* nor a folder")
     refused(capsys, predict.main, [*ckpt, w["root"] + "/demo/test/good", "--out", str(base / "a_file")],
             r"a_file", watch=[base / "a_file"])
+    text = tmp_path / "log.csv"
+    text.write_text("epoch,loss\n1,0.5\n")
+    refused(capsys, evaluate.main, ["--checkpoint", str(text), *ev], r"is not a checkpoint: a checkpoint is a torch file")
+    # a refused run leaves no empty output folder behind
+    assert not any((tmp_path / name).exists() for name in ("ev", "e2", "p")), sorted(tmp_path.iterdir())
 
 
 SYNTH_CASES = [

@@ -191,15 +191,17 @@ def _cli(module: str, argv: list[str]) -> int:
 @pytest.mark.parametrize("layout", sorted(MAKERS))
 def test_each_layout_trains_and_evaluates_end_to_end(tmp_path, layout, capsys):
     make, category = MAKERS[layout]
+    expect = "mvtec" if layout == "mpdd" else layout  # MPDD is the MVTec AD layout
     root = make(tmp_path / "data")
     out = tmp_path / "run"
     assert _cli("train", ["--data", str(root), "--category", category, "--out", str(out), *SMALL]) == 0
     config = json.loads((out / "config.json").read_text())
-    assert config["config"]["layout"] == "auto"
+    assert config["config"]["layout"] == expect  # the layout read, as detected
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
     assert metrics["n_test"] == 4 and metrics["n_anomalous"] == 2
     printed = capsys.readouterr().out
     assert "Results on" in printed
+    assert (f"({expect} layout)" in printed.splitlines()[0]) == (expect not in ("mvtec", "generic"))
     if layout == "mvtec_ad2":
         assert "3 normal validation images (mvtec_ad2 layout) are kept out of training" in printed
         private = root / category / "test_private"
@@ -213,7 +215,7 @@ def test_layout_flag_is_refused_when_the_folder_does_not_fit(tmp_path, capsys):
                         *SMALL])
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1, err
-    assert "split_csv" in err
+    assert "split_csv" in err and "looks like the btad layout: use --layout btad (or auto)" in err
 
 
 # -- images of more than 8 bits ------------------------------------------------------------------

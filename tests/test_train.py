@@ -111,6 +111,9 @@ def test_kill_during_checkpoint_write_keeps_the_last_one(demo_root, tmp_path):
 def test_broken_checkpoint_gets_a_clear_error(tmp_path):
     bad = tmp_path / "last.pt"
     bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(Exception, match="is not a checkpoint: a checkpoint is a torch file"):
+        checkpoint.load(bad)
+    bad.write_bytes(b"PK\x03\x04 a zip archive cut short")
     with pytest.raises(Exception, match="cannot read the checkpoint"):
         checkpoint.load(bad)
     with pytest.raises(Exception, match="no checkpoint at"):
@@ -561,7 +564,7 @@ def test_a_banner_says_what_the_run_does_before_the_first_epoch(demo_root, tmp_p
     n = len(list((demo_root / "demo" / "train" / "good").glob("*.png")))
     assert out[:first] == [
         f"Training class 'demo' on {n} images in '{demo_root / 'demo' / 'train' / 'good'}', resized to 72x72; "
-        "epochs 1-1 of 2",
+        "preset 'demo' (texture); epochs 1-1 of 2",
         "  device cpu, fp32; synthetic anomalies: --synth workers (OpenCV in the training process)",
         f"  output folder '{tmp_path / 'run'}'"]
 
@@ -574,7 +577,7 @@ def test_the_banner_names_the_solver_the_workers_and_a_resumed_run():
     cpu = torch.device("cpu")
     text = banner(TrainConfig(data="/d", category="c", out="o", synth="device", epochs=40), get_preset("bottle"),
                   files, cpu, 1, 10, 40)
-    assert "2 images in '/d/c/train/good', resized to 256x256; epochs 11-40 of 40 (resumed)" in text
+    assert "2 images in '/d/c/train/good', resized to 256x256; preset 'bottle' (object); epochs 11-40 of 40 (resumed)" in text
     assert "--synth device (made on cpu, Poisson solver dst)" in text
     text = banner(TrainConfig(data="demo", category="demo", out="o", workers=3, solver="sor"), get_preset("demo"),
                   files, cpu, 2, 0, 5)
