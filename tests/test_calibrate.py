@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from skimage import data
 
-from nsa_fast.calibrate import ALIGNED, calibrate, decide, fit_logistic, main, to_toml
+from nsa_fast.calibrate import ALIGNED, calibrate, decide, fit_logistic, main
+from nsa_fast.calibration_report import to_toml
 from nsa_fast.presets import get_preset, load_preset_file
 
 S = 256

@@ -79,6 +79,7 @@ def test_gpu_blend_without_cuda_says_how_to_run_on_the_cpu(demo_root, tmp_path, 
     assert rc == 2 and "--gpu-blend needs a CUDA GPU" in err and "Run without --gpu-blend" in err
 
 
+@pytest.mark.slow  # tens of seconds of training; CI runs -m slow
 def test_kill_during_checkpoint_write_keeps_the_last_one(demo_root, tmp_path):
     out = tmp_path / "run"
     base = [sys.executable, "-m", "nsa_fast.train", "--data", str(demo_root), "--category", "demo",
@@ -351,6 +352,7 @@ def test_solver_flag_reaches_the_batched_pipeline(demo_root, tmp_path, monkeypat
     assert rc == 2 and "--solver sor chooses the Poisson solver of the batched executor" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # tens of seconds of training; CI runs -m slow
 def test_resume_with_more_epochs_stretches_the_schedule(demo_root, tmp_path, capsys):
     import math
 
@@ -416,6 +418,7 @@ def test_ddp_picks_the_backend_of_the_training_device(monkeypatch, device, gpus,
     assert ("backend", backend) in got and (("device", 1) in got) == (backend == "nccl")
 
 
+@pytest.mark.slow  # tens of seconds of training; CI runs -m slow
 def test_piped_output_shows_one_line_an_epoch_and_the_results_table(demo_root, tmp_path):
     run = subprocess.run([sys.executable, "-m", "nsa_fast.train", "--data", str(demo_root), "--category", "demo",
                           "--out", str(tmp_path / "run"), *SMALL, "--epochs", "3", "--steps-per-epoch", "1",
