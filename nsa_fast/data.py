@@ -12,17 +12,8 @@ import numpy as np
 
 from .errors import InputError, warn, wxh
 from .io import convert, decode, imread_quiet, intensity_window, raw_pixels
-from .layouts import (
-    NORMAL_NAMES,
-    TestItem,
-    class_dir,
-    classes_under,
-    found_classes,
-    open_dataset,
-)
+from .layouts import TestItem, open_dataset
 from .presets import Preset
-
-__all__ = ["NORMAL_NAMES", "TestItem", "class_dir", "classes_under", "found_classes", "load_images", "load_masks", "test_items", "train_files"]
 
 
 def train_files(root: str | Path, category: str, layout: str = "auto") -> list[Path]:
