@@ -12,7 +12,9 @@ accept. It decides:
   half_h, half_w, n_max, t_object
                 patch half-size bounds from the object's extent, the number of patches, and the
                 object share a patch needs;
-  clone         mixed gradients for textures, as the paper; normal for objects;
+  clone         mixed gradients for textures, as the paper; for objects, normal where the images
+                have sharp contrast changes (the paper's reason), mixed where they have none (as the
+                paper's chest X-rays);
   logistic      (k, y0) of the logistic label, fitted on sample anomalies of these settings so that
                 labels reach 0.5 at the median intensity change and 0.95 at its 90th percentile;
   resize_bounds by kind, as the paper.
@@ -42,6 +44,8 @@ RING = SIDE // 32       # the border ring where a background shows
 UNIFORM_RING = 40.0     # grey levels between the ring's 10th and 90th percentile: a plain background
 ALIGNED = 0.55          # per-pixel spread across images / overall spread, below which content stays put
 STILL_PX = 3.0          # object centroids spread less than this (pixels): no shift needed
+SHARP_STEP = 40.0       # grey levels between neighbouring pixels: a sharp contrast change
+SHARP_SHARE = 0.001     # share of such steps above which mixed gradients smear objects' edges
 LABEL_MID, LABEL_TOP = 50, 90  # percentiles of the intensity change where labels reach 0.5 and 0.95
 
 
@@ -82,10 +86,12 @@ def measure(images: np.ndarray) -> dict:
     masks = np.stack([object_mask(img, (b, t)) for img in images])
     share, good = masks.mean((1, 2)), masks_pass(masks)
     region = masks.any(0) if good.mean() >= 0.8 else np.ones(g.shape[1:], bool)
+    steps = np.maximum(np.abs(np.diff(g, axis=2))[:, :-1], np.abs(np.diff(g, axis=1))[:, :, :-1])
     per_pixel = float(g.std(0)[region].mean())
     overall = float(g[:, region].std()) or 1.0
     return {"background_level": b, "ring_spread": spread, "threshold": t, "masks": masks,
-            "object_share": share, "mask_ok": good, "aligned_ratio": per_pixel / overall}
+            "object_share": share, "mask_ok": good, "aligned_ratio": per_pixel / overall,
+            "sharp_share": float((steps > SHARP_STEP).mean())}
 
 
 def border_ring(shape: tuple[int, int]) -> np.ndarray:
@@ -137,7 +143,7 @@ def decide(images: np.ndarray, name: str, native: int = SIDE) -> tuple[Preset, d
     base = Preset(name=name)
     measured = {"background_level": round(m["background_level"], 1), "ring_spread": round(m["ring_spread"], 1),
                 "mask_threshold": round(m["threshold"], 1), "mask_ok_share": round(ok_share, 3),
-                "aligned_ratio": round(m["aligned_ratio"], 3)}
+                "aligned_ratio": round(m["aligned_ratio"], 3), "sharp_share": round(m["sharp_share"], 5)}
     if separates or aligned:
         p = replace(base, kind="object", **sizes("object", native))
         reasons["kind"] = ("object: " + (f"a plain background (border spread {m['ring_spread']:.0f} grey levels) "
@@ -184,7 +190,15 @@ def decide(images: np.ndarray, name: str, native: int = SIDE) -> tuple[Preset, d
             ("no rotation; shift +-3 px (the paper's random crop): content aligned, centroids spread "
              f"{shift:.1f} px" if aligned else "rotation +-5 degrees and shift +-3 px, as the paper's unaligned objects: "
              f"the content moves (spread ratio {m['aligned_ratio']:.2f})"))
-        reasons["clone"] = "normal: the paper blends objects without mixed gradients"
+        sharp = f"{100 * m['sharp_share']:.2f} % of neighbouring pixels differ by more than {SHARP_STEP:.0f} grey levels"
+        if m["sharp_share"] >= SHARP_SHARE:
+            reasons["clone"] = (f"normal, as the paper's objects: {sharp}, and mixed gradients smear such sharp "
+                                "contrast changes near a patch's edge")
+        else:
+            p = replace(p, clone="mixed")
+            reasons["clone"] = (f"mixed, not the paper's normal for objects: the data argues otherwise, since only "
+                                f"{sharp} (under {100 * SHARP_SHARE:g} %), so there are no sharp contrast changes for "
+                                "mixed gradients to smear (as the paper's chest X-rays)")
     else:
         reasons["rotation, center_crop"] = "none, vertical flips instead (the paper's textures)"
         reasons["clone"] = "mixed gradients, as the paper's textures"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from nsa_fast.calibrate import ALIGNED, calibrate, decide, fit_logistic, main
+from nsa_fast.calibrate import ALIGNED, SHARP_SHARE, calibrate, decide, fit_logistic, main
 from nsa_fast.calibration_report import to_toml
 from nsa_fast.presets import get_preset, load_preset_file
 
@@ -83,6 +83,25 @@ def test_a_moving_object_gets_rotation_and_shift():
     assert measured["aligned_ratio"] >= ALIGNED
     assert p.rotation == 5.0 and p.center_crop > p.crop
     assert "rotation +-5 degrees" in reasons["rotation, center_crop"]
+
+
+def _soft(n: int, seed: int = 0) -> np.ndarray:
+    """One scene blurred until no neighbouring pixels differ sharply (an X-ray's soft contrast), in
+    place, with sensor noise: an aligned object without sharp edges."""
+    rng = np.random.default_rng(seed)
+    soft = cv2.GaussianBlur(cv2.resize(data.camera(), (S, S)), (0, 0), 3).astype(np.float32)
+    return np.stack([np.repeat(np.clip(soft + rng.normal(0, 1, soft.shape), 0, 255).astype(np.uint8)[..., None], 3, -1)
+                     for _ in range(n)])
+
+
+def test_objects_clone_normally_where_contrast_changes_sharply_and_mixed_where_it_never_does():
+    sharp, why_sharp, m_sharp = decide(_objects(12, moving=False), "o")
+    assert sharp.clone == "normal" and m_sharp["sharp_share"] >= SHARP_SHARE
+    assert why_sharp["clone"].startswith("normal, as the paper's objects")
+    soft, why_soft, m_soft = decide(_soft(12), "x")
+    assert soft.kind == "object" and soft.clone == "mixed" and m_soft["sharp_share"] < SHARP_SHARE
+    assert "the data argues otherwise" in why_soft["clone"]
+    assert decide(_texture(12), "t")[0].clone == "mixed"  # textures: mixed whatever their edges
 
 
 def test_the_logistic_label_is_fitted_to_the_sample_anomalies_change():
