@@ -84,6 +84,26 @@ seed_int = number(int, 0, False, 2**32 - 1)
 worker_count = number(int, 0, False, 256)
 
 
+def share(low_inclusive: bool) -> Callable[[str], float]:
+    """An argparse type for a share below 1: (0, 1), or [0, 1) with ``low_inclusive``."""
+    what = f"a share {'from 0' if low_inclusive else 'above 0'} and below 1 (0.01 is 1 %)"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not ((0.0 <= value if low_inclusive else 0.0 < value) and value < 1.0):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+    parse.__name__ = what
+    return parse
+
+
+rate = share(low_inclusive=False)
+fraction = share(low_inclusive=True)
+
+
 def os_error_message(err: OSError) -> str:
     """A user-facing line for an error of the file system, with what to do about it."""
     where = f" {err.filename!r}" if err.filename else ""

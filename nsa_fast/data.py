@@ -26,6 +26,29 @@ def test_items(root: str | Path, category: str, layout: str = "auto") -> list[Te
     return open_dataset(root, category, layout, need_train=False).test_items()
 
 
+def split_holdout(files: list[Path], fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
+    """(training, held out): ``fraction`` of the normal training images, drawn by ``seed`` and at
+    least one when the fraction is not 0, kept for thresholds; two at least stay for training."""
+    if not fraction:
+        return list(files), []
+    n = len(files)
+    k = max(1, round(fraction * n))
+    if n - k < 2:
+        raise InputError(f"--holdout {fraction:g} keeps {k} of the {n} training images out of training, leaving "
+                         f"{n - k}; training needs two at least. Use a smaller --holdout, or give the normal images "
+                         "for thresholds with python -m nsa_fast.threshold --normals DIR.")
+    held = set(np.random.default_rng(seed).permutation(n)[:k].tolist())
+    return [f for i, f in enumerate(files) if i not in held], [f for i, f in enumerate(files) if i in held]
+
+
+def input_size(files: list[Path]) -> list[int] | None:
+    """[width, height] of the first training image: the size an export takes by default."""
+    if not files:
+        return None
+    h, w = raw_pixels(files[0]).shape[:2]
+    return [int(w), int(h)]
+
+
 def with_intensity_window(preset: Preset, files, synth: str) -> Preset:
     """16-bit training images: the preset gains the window that maps them to 8 bits (the 0.1-99.9
     percentiles of their values), which config.json and the checkpoint carry to evaluation,

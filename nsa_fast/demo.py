@@ -30,10 +30,11 @@ from .errors import NsaError
 DEMO = "demo"
 # The demo's version, written into its README.txt: a cache whose README.txt is not this version's
 # holds another demo (0.1's gravel, say) and is rewritten whole rather than completed.
-VERSION = 2
+VERSION = 3
 SIZE = 256
 N_TRAIN = 40
 N_TEST_GOOD = 10
+N_VALIDATION = 100
 N_PER_DEFECT = 7
 DEFECTS = ("scratch", "stain", "missing")
 # Each defect covers this fraction of the image: large and contrasted enough to see at a glance
@@ -42,7 +43,7 @@ MIN_AREA, MAX_AREA = 0.01, 0.08
 # Normal images are crops of this many photo pixels a side (of 512), resized to SIZE.
 CROP_MIN, CROP_MAX = 224, 256
 # Separate seeds keep the test images out of the training set.
-TRAIN_SEED, TEST_GOOD_SEED, DEFECT_SEED = 0, 1, 2
+TRAIN_SEED, TEST_GOOD_SEED, DEFECT_SEED, VALIDATION_SEED = 0, 1, 2, 3
 # Terracotta colour for the grayscale brick photo, so the demo is RGB.
 TINT = np.array([1.25, 0.85, 0.65], np.float32)
 
@@ -197,6 +198,7 @@ nsa_fast demo dataset (MVTec AD folder layout), version {VERSION}
 ==============================================================
 
 train/good/                 {N_TRAIN} normal images, {SIZE}x{SIZE} RGB PNG
+validation/good/            {N_VALIDATION} normal images, never trained on: for the decision thresholds
 test/good/                  {N_TEST_GOOD} normal images, not in the training set
 test/<defect>/              {N_PER_DEFECT} images each for the defects {", ".join(DEFECTS)}
 ground_truth/<defect>/      <stem>_mask.png: uint8 single-channel, 255 = changed pixels, else 0
@@ -217,8 +219,8 @@ How it was made
 ---------------
 The grayscale brick photo (512x512) is tinted to a terracotta RGB colour. Normal images are
 random square crops ({CROP_MIN}-{CROP_MAX} px) of it, mirrored left-right and upside down half of
-the time each, and resized to {SIZE}x{SIZE} (area interpolation); training, good test and defect
-base images use different seeds ({TRAIN_SEED}, {TEST_GOOD_SEED}, {DEFECT_SEED}). Each defect image is such a
+the time each, and resized to {SIZE}x{SIZE} (area interpolation); training, good test, defect
+base and validation images use different seeds ({TRAIN_SEED}, {TEST_GOOD_SEED}, {DEFECT_SEED}, {VALIDATION_SEED}). Each defect image is such a
 normal image with one synthetic defect, drawn first as its mask; pixels outside the mask are
 unchanged:
 
@@ -241,6 +243,7 @@ def _stem(i: int) -> str:
 def demo_layout() -> list[str]:
     """Relative paths (under ``demo/``) of every file of the demo dataset, README.txt last."""
     paths = [f"train/good/{_stem(i)}.png" for i in range(N_TRAIN)]
+    paths += [f"validation/good/{_stem(i)}.png" for i in range(N_VALIDATION)]
     paths += [f"test/good/{_stem(i)}.png" for i in range(N_TEST_GOOD)]
     for kind in DEFECTS:
         for i in range(N_PER_DEFECT):
@@ -253,6 +256,8 @@ def build_demo() -> dict[str, np.ndarray | str]:
     files: dict[str, np.ndarray | str] = {}
     for i, img in enumerate(normal_images(N_TRAIN, TRAIN_SEED)):
         files[f"train/good/{_stem(i)}.png"] = img
+    for i, img in enumerate(normal_images(N_VALIDATION, VALIDATION_SEED)):
+        files[f"validation/good/{_stem(i)}.png"] = img
     for i, img in enumerate(normal_images(N_TEST_GOOD, TEST_GOOD_SEED)):
         files[f"test/good/{_stem(i)}.png"] = img
     for kind in DEFECTS:
@@ -298,7 +303,7 @@ def is_current(base: Path) -> bool:
 def _remove_stale(base: Path) -> None:
     """Delete the image folders of another version's demo (its defect folders may differ from
     today's, and an evaluation would count them); only the folders this module writes."""
-    for sub in ("train", "test", "ground_truth"):
+    for sub in ("train", "validation", "test", "ground_truth"):
         shutil.rmtree(base / sub, ignore_errors=True)
     (base / "README.txt").unlink(missing_ok=True)
 

@@ -4,7 +4,10 @@
 
 Objects are fed the central crop (224 of 256) and the map is zero-padded back to 256; textures
 are fed the full 256 image. Image score = mean of the map. Image AUROC, pixel AUROC over all
-pixels, AU-PRO up to a false-positive rate of 0.3 as MVTec's official script computes it.
+pixels, AU-PRO up to a false-positive rate of 0.3 as MVTec's official script computes it; F1-max
+with its threshold, to compare with other tools. When the checkpoint has a stored threshold
+(python -m nsa_fast.threshold, or train --holdout), the good test images it rejects and the
+anomalous ones it misses.
 """
 from __future__ import annotations
 
@@ -15,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import checkpoint, cli, viz
-from .io import csv_text, output_folder, write_text_atomic
+from . import checkpoint, cli, thresholds, viz
 from .cli import Parser
+from .errors import InputError, NsaError, warn
+from .io import csv_text, output_folder, write_text_atomic
 from .layouts import add_layout_arg
-from .errors import NsaError, warn
 from .model import EncoderDecoder, normalize
 from .presets import Preset
 
@@ -56,10 +59,11 @@ def evaluate(ckpt_path, root, category: str, out_dir, device=None, layout: str =
     """Evaluate a checkpoint on the test set of ROOT/CATEGORY (in its layout, ``nsa_fast.layouts``);
     writes the reports and returns the metrics."""
     from .data import eval_size, load_images, load_masks, test_items
-    from .metrics import au_pro, image_auroc, pixel_auroc, pro_curve
+    from .metrics import au_pro, f1_max, image_auroc, pixel_auroc, pro_curve
 
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, preset, state = load_model(ckpt_path, device)
+    th = stored_thresholds(ckpt_path)
     items = test_items(root, category, layout)
     out = output_folder(out_dir)  # after the checks: a refused run leaves no empty folder behind
     trained_on = state["config"].get("category")
@@ -76,6 +80,8 @@ def evaluate(ckpt_path, root, category: str, out_dir, device=None, layout: str =
                "n_test": len(items), "n_anomalous": int(labels.sum()),
                "image_auroc": image_auroc(scores, labels), "pixel_auroc": pixel_auroc(maps, masks),
                "au_pro_0.3": au_pro(maps, masks, PRO_LIMIT)}
+    metrics["f1_max"], metrics["f1_max_threshold"] = f1_max(scores, labels)
+    metrics.update(at_threshold(th, scores, labels, ckpt_path))
     for defect in sorted({i.defect for i in items if i.label}):
         keep = np.array([i.label == 0 or i.defect == defect for i in items])
         metrics[f"image_auroc/{defect}"] = image_auroc(scores[keep], labels[keep])
@@ -91,6 +97,31 @@ def evaluate(ckpt_path, root, category: str, out_dir, device=None, layout: str =
 
 PRO_LIMIT = 0.3
 FIGURES = ("examples.png", "roc.png", "pro.png")
+
+
+def stored_thresholds(ckpt_path) -> thresholds.Thresholds | None:
+    """The checkpoint's thresholds; None when it has none, or (with a warning) when they cannot be
+    used: a stale file must not stop the AUROCs, which do not need it."""
+    try:
+        return thresholds.load_for(ckpt_path)
+    except InputError as err:
+        warn(f"evaluating without a threshold: {err}")
+        return None
+
+
+def at_threshold(th: thresholds.Thresholds | None, scores: np.ndarray, labels: np.ndarray, ckpt_path) -> dict:
+    """What the stored threshold does on the test set: good images rejected, anomalous ones missed
+    (defective means score > threshold, the rule predict applies)."""
+    if th is None:
+        return {"threshold": None}
+    # float64: a float32 comparison would round the threshold onto a neighbouring score
+    defective = th.defective(np.asarray(scores, np.float64))
+    good, bad = labels == 0, labels == 1
+    n_good, n_bad = int(good.sum()), int(bad.sum())
+    false_rejects, misses = int(np.count_nonzero(defective & good)), int(np.count_nonzero(~defective & bad))
+    return {"threshold": th.image, "thresholds_file": str(thresholds.path_for(ckpt_path)),
+            "false_rejects": false_rejects, "n_good": n_good, "false_reject_rate": false_rejects / n_good,
+            "misses": misses, "miss_rate": misses / n_bad}
 
 
 def write_figures(out: Path, images, masks, maps, scores, labels, items, vmax, metrics, curve, box=None) -> None:
@@ -112,10 +143,14 @@ ROWS = (("image_auroc", "image AUROC", "tells anomalous from good images by the 
 
 def results_table(metrics: dict, outputs: list[tuple[str, Path, str]]) -> str:
     """What a person reads at the end of a run: the metrics as percentages with what each means,
+    F1-max and its threshold, the stored threshold's false rejects and misses (or how to set one),
     the image AUROC per defect type, and where every output file is."""
-    lines = [f"Results on {metrics['category']!r}: {metrics['n_test']} test images "
-             f"({metrics['n_anomalous']} anomalous), checkpoint of epoch {metrics['epoch']}"]
+    lines = [(f"Results on {metrics['category']!r}: {metrics['n_test']} test images "
+              f"({metrics['n_anomalous']} anomalous), checkpoint of epoch {metrics['epoch']}")]
     lines += [f"  {name:<12} {100 * metrics[key]:5.1f} %   {meaning}" for key, name, meaning in ROWS]
+    lines.append(f"  {'F1-max':<12} {100 * metrics['f1_max']:5.1f} %   best F1 over all thresholds, at score >= "
+                 f"{metrics['f1_max_threshold']:.6g}; chosen on these test labels: to compare tools, not to deploy")
+    lines += threshold_rows(metrics)
     per = [(k.split("/", 1)[1], v) for k, v in metrics.items() if k.startswith("image_auroc/")]
     if per:
         lines.append("  image AUROC per defect: " + ", ".join(f"{d} {100 * v:.1f} %" for d, v in per))
@@ -125,9 +160,23 @@ def results_table(metrics: dict, outputs: list[tuple[str, Path, str]]) -> str:
     return "\n".join(lines)
 
 
+def threshold_rows(metrics: dict) -> list[str]:
+    """The stored threshold's false rejects and misses, or how to set one."""
+    m = metrics
+    if m.get("threshold") is None:
+        return [(f"  no stored threshold: set one with python -m nsa_fast.threshold --checkpoint {m['checkpoint']} "
+                 "--normals DIR (or train with --holdout)")]
+    rejected = (f"{m['false_rejects']} of {m['n_good']} good images rejected at the stored threshold "
+                f"(score > {m['threshold']:.6g}, {Path(m['thresholds_file']).name})")
+    missed = f"{m['misses']} of {m['n_anomalous']} anomalous images passed as good at that threshold"
+    return [f"  {'false reject':<12} {100 * m['false_reject_rate']:5.1f} %   {rejected}",
+            f"  {'missed':<12} {100 * m['miss_rate']:5.1f} %   {missed}"]
+
+
 def eval_outputs(out: Path) -> list[tuple[str, Path, str]]:
     out = Path(out)
-    return [("metrics.json", out / "metrics.json", "every figure, for programs (per-defect AUROCs included)"),
+    return [("metrics.json", out / "metrics.json",
+             "every figure, for programs: per-defect AUROCs, F1-max, rates at the stored threshold"),
             ("scores.csv", out / "scores.csv", "the score of each test image, with its defect type and label"),
             ("examples.png", out / "examples.png", "inputs, ground truth, anomaly maps"),
             ("roc.png", out / "roc.png", "image and pixel ROC curves"),
@@ -138,7 +187,7 @@ def help_text() -> str:
     """The module's description for --help, with every file it writes, one line each."""
     outputs = eval_outputs(Path("DIR"))
     width = max(len(str(p)) for _, p, _ in outputs)
-    files = "\n".join(f"  {str(p):<{width}}  {what}" for _, p, what in outputs)
+    files = "\n".join(f"  {p!s:<{width}}  {what}" for _, p, what in outputs)
     return f"{__doc__.rstrip()}\n\nWrites, into --out DIR:\n{files}\n\nExit codes: 0 success, 2 bad input, 130 Ctrl-C.\n"
 
 

@@ -24,16 +24,16 @@ def score_text(value: float) -> str:
 
 
 def score_caption(name: str, score: float, max_value: float, threshold: float | None = None,
-                  decision: str | None = None) -> list[str]:
+                  normalised: float | None = None) -> list[str]:
     """Caption lines for one predicted image: its file name; its score (the map's mean, the image
     score of the evaluation) and the map's maximum, written as in scores.csv; and, when a
-    ``threshold`` on the score is given, the decision (score >= threshold: anomalous), or the
-    ``decision`` made elsewhere when that is given."""
+    ``threshold`` on the score is given, the decision (score above the threshold: defective) with
+    the normalised score (0.5 at the threshold) when that is given."""
     lines = [name, f"score (mean of the map) {score_text(score)}, max of the map {score_text(max_value)}"]
-    if threshold is not None or decision is not None:
-        verdict = decision or ("anomalous" if score >= threshold else "normal")
-        lines.append(f"decision: {verdict}" + ("" if threshold is None else
-                                               f" (threshold {score_text(threshold)} on the score)"))
+    if threshold is not None:
+        verdict = "defective" if score > threshold else "good"
+        norm = "" if normalised is None else f", normalised score {normalised:.3f}"
+        lines.append(f"decision: {verdict} (threshold {score_text(threshold)} on the score{norm})")
     return lines
 
 

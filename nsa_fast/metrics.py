@@ -1,8 +1,10 @@
-"""Evaluation metrics of the NSA paper on MVTec AD: image AUROC, pixel AUROC and AU-PRO.
+"""Evaluation metrics of the NSA paper on MVTec AD: image AUROC, pixel AUROC and AU-PRO; F1-max.
 
 All functions are pure functions of numpy arrays (nothing is modified in place):
 
 * ``image_auroc(scores, labels)``: detection, one score per image (scikit-learn's ROC AUC).
+* ``f1_max(scores, labels)``: the best F1 over all image-score thresholds and that threshold
+  (scikit-learn's precision-recall curve), the figure other tools (anomalib) report.
 * ``pixel_auroc(maps, masks)``: segmentation, every pixel of every image pooled (scikit-learn).
 * ``pro_curve(maps, masks)`` and ``au_pro(maps, masks, fpr_limit=0.3)``: the per-region overlap
   curve and its normalised area up to a false positive rate, computed as MVTec AD's official
@@ -59,7 +61,7 @@ from scipy import ndimage
 
 from .errors import InputError
 
-__all__ = ["image_auroc", "pixel_auroc", "pro_curve", "au_pro", "trapezoid"]
+__all__ = ["au_pro", "f1_max", "image_auroc", "pixel_auroc", "pro_curve", "trapezoid"]
 
 # In-plane 8-connectivity for a stack of (H, W) masks labelled in one call: the middle plane of
 # the 3x3x3 structure is all ones (8 neighbours), the planes above and below are empty, so no
@@ -115,24 +117,20 @@ def _maps_and_masks(maps, masks) -> tuple[np.ndarray, np.ndarray]:
 # ROC AUC (scikit-learn)
 # --------------------------------------------------------------------------------------------
 
-def _roc_auc_score():
+def _sklearn_metric(name: str):
     try:
-        from sklearn.metrics import roc_auc_score
+        import sklearn.metrics
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("image_auroc / pixel_auroc need scikit-learn: pip install scikit-learn") from e
-    return roc_auc_score
+        raise ImportError("image_auroc, pixel_auroc and f1_max need scikit-learn: pip install scikit-learn") from e
+    return getattr(sklearn.metrics, name)
 
 
-def image_auroc(scores, labels) -> float:
-    """Area under the ROC curve of image-level anomaly scores (detection AUROC).
+def _roc_auc_score():
+    return _sklearn_metric("roc_auc_score")
 
-    scores: (N,) real values, one anomaly score per image, larger means more anomalous, no NaN.
-    labels: (N,) bool, or integers in {0, 1}: True / 1 = anomalous image, False / 0 = good.
-    Returns ``sklearn.metrics.roc_auc_score(labels, scores)`` as a float in [0, 1] (tied scores
-    count one half, the usual trapezoidal ROC). Raises InputError (a ValueError) when the shapes
-    differ or are not 1-D, the labels are not binary, a score is NaN, or only one class is present
-    (the AUROC is undefined then).
-    """
+
+def _scores_and_labels(scores, labels, fn: str, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Check (N,) image scores and binary labels with both classes present; labels as bool."""
     scores = _real_array(scores, "scores", 1, "(N,)")
     labels = _real_array(labels, "labels", 1, "(N,)")
     if scores.shape != labels.shape:
@@ -148,10 +146,47 @@ def image_auroc(scores, labels) -> float:
     n_pos = int(np.count_nonzero(labels))
     if n_pos == 0 or n_pos == labels.size:
         which = "anomalous" if n_pos else "good"
-        raise InputError(f"image_auroc: expected both good (0) and anomalous (1) images, got only "
-                         f"{which} ones ({labels.size} image(s)); the AUROC is undefined with a "
+        raise InputError(f"{fn}: expected both good (0) and anomalous (1) images, got only "
+                         f"{which} ones ({labels.size} image(s)); {what} is undefined with a "
                          "single class.")
+    return scores, labels
+
+
+def image_auroc(scores, labels) -> float:
+    """Area under the ROC curve of image-level anomaly scores (detection AUROC).
+
+    scores: (N,) real values, one anomaly score per image, larger means more anomalous, no NaN.
+    labels: (N,) bool, or integers in {0, 1}: True / 1 = anomalous image, False / 0 = good.
+    Returns ``sklearn.metrics.roc_auc_score(labels, scores)`` as a float in [0, 1] (tied scores
+    count one half, the usual trapezoidal ROC). Raises InputError (a ValueError) when the shapes
+    differ or are not 1-D, the labels are not binary, a score is NaN, or only one class is present
+    (the AUROC is undefined then).
+    """
+    scores, labels = _scores_and_labels(scores, labels, "image_auroc", "the AUROC")
     return float(_roc_auc_score()(labels, scores))
+
+
+def f1_max(scores, labels) -> tuple[float, float]:
+    """The best F1 score of image-level decisions over all thresholds, and that threshold.
+
+    scores, labels: as for ``image_auroc``. An image is called anomalous when ``score >= t``;
+    every distinct score is a candidate ``t`` (scikit-learn's ``precision_recall_curve``), and
+    F1 = 2 * precision * recall / (precision + recall), 0 where both are 0. Returns ``(f1, t)``
+    with ``t`` the score (one of ``scores``) at which the maximum is reached; when several reach
+    it, the lowest of them (the first maximum in increasing order, as anomalib's adaptive F1
+    threshold picks it). Raises InputError as ``image_auroc`` does.
+
+    The threshold is chosen on the labels it is scored with: an optimistic figure for comparing
+    with other tools, not a threshold to deploy.
+    """
+    scores, labels = _scores_and_labels(scores, labels, "f1_max", "F1-max")
+    precision, recall, thresholds = _sklearn_metric("precision_recall_curve")(labels, scores)
+    # The curve's last point (precision 1, recall 0) has no threshold: it predicts nothing.
+    precision, recall = precision[:-1], recall[:-1]
+    total = precision + recall
+    f1 = np.divide(2 * precision * recall, total, out=np.zeros_like(total), where=total > 0)
+    best = int(np.argmax(f1))
+    return float(f1[best]), float(thresholds[best])
 
 
 def pixel_auroc(maps, masks) -> float:

@@ -1,20 +1,28 @@
 """``python -m nsa_fast.predict``: anomaly maps for new images, no ground truth needed.
 
     python -m nsa_fast.predict --checkpoint CKPT PATH [PATH ...] --out DIR
-    python -m nsa_fast.predict --checkpoint CKPT --export onnx --out DIR
+    python -m nsa_fast.predict --checkpoint CKPT --export onnx --out DIR [--input-size WxH]
+    python -m nsa_fast.predict --checkpoint CKPT --verify-export DIR/model.onnx PATH [PATH ...]
 
 Images or folders in; DIR/<name>_heatmap.png (at the input's own size: the input beside the map
 over it, a colour bar, and a caption with the file name, its score and the map's maximum; for
 object presets a dashed box marks the central crop the network sees; inputs from several folders
 keep their folders below the common one, so equal names do not collide) and DIR/scores.csv (image
-score = mean of the map, as in evaluation, and the map's maximum) out. ``--export onnx`` writes
-DIR/model.onnx mapping a normalised (B, C, H, W) float32 batch to (B, H, W) maps.
-Exit codes: 0 success, 2 bad input.
+score = mean of the map, as in evaluation, and the map's maximum) out. With thresholds stored for
+the checkpoint (python -m nsa_fast.threshold, or train --holdout) also the decision and a
+normalised score (0.5 at the threshold) per image, DIR/<name>_mask.png (255 on defect pixels) and
+DIR/<name>_overlay.png (the mask's outline on the input).
+
+``--export onnx`` writes DIR/model.onnx and DIR/model.json: a graph that takes the camera's
+pixels (input ``images``: uint8, or uint16 for 16-bit training images, (N, H, W, 3) RGB or
+(N, H, W) grey, of exactly the size exported) and does predict's preprocessing itself; outputs
+``anomaly_map`` (N, H, W) and ``score`` (N,), and with stored thresholds ``normalized_score``,
+``is_defective`` and ``defect_mask``. ``--verify-export`` runs images through it (ONNX Runtime)
+and through PyTorch and reports the differences (``nsa_fast.export``).
+Exit codes: 0 success, 1 the export disagrees with PyTorch, 2 bad input.
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import sys
 from pathlib import Path
@@ -25,31 +33,8 @@ import torch
 from . import cli
 from .cli import Parser
 from .errors import InputError, NsaError, warn
-from .io import IMAGE_SUFFIXES, csv_text, list_images, output_folder, write_text_atomic
-
-
-HEATMAP_SUFFIX = "_heatmap.png"
-
-
-def collect(paths: list[str], exclude: Path | None = None) -> list[Path]:
-    """Image files named directly or found in the folders named, each once, in order; an error
-    for anything else. Heatmaps inside ``exclude`` (the output folder, which may be an input
-    folder too) are skipped, so that a run never reads its own or an earlier run's heatmaps."""
-    files: list[Path] = []
-    skip = exclude.resolve() if exclude is not None else None
-    for p in map(Path, paths):
-        if p.is_dir():
-            found = list_images(p)
-        elif p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
-            found = [p]
-        else:
-            raise InputError(f"{str(p)!r} is neither an image ({', '.join(IMAGE_SUFFIXES)}) nor a folder.")
-        files += [f for f in found if skip is None or not (f.name.endswith(HEATMAP_SUFFIX)
-                                                          and f.resolve().is_relative_to(skip))]
-    unique = list(dict.fromkeys(f.resolve() for f in files))
-    if not unique:
-        raise InputError(f"no images to predict on in {paths} (outside the output folder {str(exclude)!r}).")
-    return unique
+from .inputs import HEATMAP_SUFFIX, MASK_SUFFIX, OVERLAY_SUFFIX, collect, to_input_size
+from .io import csv_text, output_folder, write_text_atomic
 
 
 def heatmap_names(files: list[Path]) -> list[Path]:
@@ -64,48 +49,6 @@ def heatmap_names(files: list[Path]) -> list[Path]:
     return [n if seen[n] == 1 else n.with_name(f"{f.name}{HEATMAP_SUFFIX}") for n, f in zip(names, files)]
 
 
-class MapModel(torch.nn.Module):
-    """The exported graph: normalised input -> anomaly map."""
-
-    def __init__(self, net):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x):
-        return self.net.anomaly_map(x)
-
-
-def export_onnx(model, preset, path: Path) -> Path:
-    """ONNX with a dynamic batch axis; input (B, C, crop, crop), already normalised. Uses torch's
-    current exporter (torch.export, which needs onnxscript), not the deprecated TorchScript one."""
-    try:
-        import onnxscript  # noqa: F401  (the exporter's own dependency: fail here with advice)
-    except ImportError as err:
-        raise NsaError("--export onnx needs onnxscript: pip install 'nsa_fast[onnx]'") from err
-    x = torch.zeros(2, preset.channels, preset.crop, preset.crop)
-    batch = torch.export.Dim("batch", min=1)
-    with contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates its passes
-        torch.onnx.export(MapModel(model).eval(), (x,), str(path), input_names=["image"], output_names=["map"],
-                          dynamic_shapes={"x": {0: batch}}, dynamo=True, verbose=False,
-                          external_data=False)  # one self-contained file (46 MB, far below protobuf's 2 GB)
-    return path
-
-
-def to_input_size(amap: np.ndarray, shape: tuple[int, int], box: tuple[int, int, int, int] | None):
-    """A square map of the evaluation size (predict resized the input to it) back on the input's
-    own (H, W) grid by the inverse resize (bilinear), and the seen region's box (y0, y1, x0, x1,
-    ``viz.seen_box``) in the input's pixels (None with ``box`` None)."""
-    import cv2
-
-    H, W = shape
-    size = amap.shape[0]
-    full = cv2.resize(amap, (W, H), interpolation=cv2.INTER_LINEAR) if amap.shape != (H, W) else amap
-    if box is None:
-        return full, None
-    y0, y1, x0, x1 = box
-    return full, (round(y0 * H / size), round(y1 * H / size), round(x0 * W / size), round(x1 * W / size))
-
-
 def score_label(state: dict) -> str:
     """What the heatmaps' colour bar measures, by the checkpoint's label type."""
     from .heatmaps import SCORE_LABEL
@@ -118,20 +61,27 @@ def score_label(state: dict) -> str:
     return "anomaly score (model output, grey levels)" if relu else SCORE_LABEL
 
 
-def predict(ckpt, paths: list[str], out_dir, device=None,
-            threshold: float | None = None) -> list[tuple[Path, float, float]]:
+def predict(ckpt, paths: list[str], out_dir, device=None) -> list[dict]:
     """Maps, scores.csv and one heatmap figure per input (``heatmaps.heatmap_figure``, at the input's
-    own size, its caption naming the file, its score and maximum as scores.csv has them, and the
-    decision when ``threshold``, on the score, is given). Returns (path, score, max) per input."""
+    own size, its caption naming the file, its score and maximum as scores.csv has them). With
+    thresholds stored for the checkpoint (``python -m nsa_fast.threshold``) also the decision, the
+    normalised score, a defect mask (PNG, 255 on defect pixels, at the input's size) and an overlay
+    of the mask's contour on the input. Returns one row (dict of scores.csv's columns) per input."""
     from .data import eval_size, load_images
     from .evaluate import anomaly_maps, load_model
     from .heatmaps import heatmap_figure, score_caption, score_text
     from .io import convert, decode, write_image
+    from .thresholds import load_for
     from .viz import display_max, seen_box
 
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, preset, state = load_model(ckpt, device)
+    th = load_for(ckpt)
     files = collect(paths, exclude=Path(out_dir))
+    if th is None:
+        print(f"note: no thresholds are stored for {str(ckpt)!r}, so scores come without decisions or defect masks; "
+              f"set them on good parts the model never saw: python -m nsa_fast.threshold --checkpoint {ckpt} "
+              "--normals DIR")
     out = output_folder(out_dir)  # after the checks: a refused run leaves no empty folder behind
     size = eval_size(preset)
     images = load_images(files, preset, size)
@@ -143,12 +93,35 @@ def predict(ckpt, paths: list[str], out_dir, device=None,
         shown = convert(decode(f, preset.window), 3)  # the input as stored, its own size, in colour for the figure
         full, shown_box = to_input_size(m, shown.shape[:2], box)
         (out / name).parent.mkdir(parents=True, exist_ok=True)
-        caption = score_caption(str(name.parent / f.name), score, top, threshold)
+        row = {"path": str(f), "score": score_text(score)}
+        norm = None if th is None else float(th.normalised(score))
+        if th is not None:
+            row.update(normalized_score=f"{norm:.4f}", decision="defective" if th.defective(score) else "good")
+        row.update(max=score_text(top), heatmap=str(name))
+        caption = score_caption(str(name.parent / f.name), score, top, None if th is None else th.image, norm)
         write_image(out / name, heatmap_figure(shown, full, vmax, caption, shown_box, label))
-        rows.append((f, score, top, name))
-    write_text_atomic(out / "scores.csv", csv_text([["path", "score", "max", "heatmap"]] + [
-        [str(f), score_text(s), score_text(mx), str(name)] for f, s, mx, name in rows]))
-    return [r[:3] for r in rows]
+        if th is not None:
+            mask, base = full > th.pixel, str(name)[:-len(HEATMAP_SUFFIX)]
+            row.update(mask=f"{base}{MASK_SUFFIX}", overlay=f"{base}{OVERLAY_SUFFIX}")
+            write_image(out / row["mask"], (255 * mask).astype(np.uint8))
+            write_image(out / row["overlay"], contour_overlay(shown, mask))
+        rows.append(row)
+    columns = list(rows[0])
+    write_text_atomic(out / "scores.csv", csv_text([columns] + [[r[c] for c in columns] for r in rows]))
+    return rows
+
+
+def contour_overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The input (H, W, 3 uint8) with the defect mask's outline drawn in red, its inside tinted."""
+    import cv2
+
+    out = image.copy()
+    if mask.any():
+        red = np.array([255, 0, 0], np.float32)
+        out[mask] = (0.7 * out[mask] + 0.3 * red).astype(np.uint8)
+        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(out, contours, -1, (255, 0, 0), max(1, round(min(mask.shape) / 256)))
+    return out
 
 
 def main(argv=None) -> int:
@@ -156,29 +129,60 @@ def main(argv=None) -> int:
 
 
 def _main(argv) -> int:
+    from .export import MAP_TOLERANCE, SCORE_TOLERANCE
+
     ap = Parser(prog="python -m nsa_fast.predict", description=__doc__)
     ap.add_argument("--checkpoint", required=True, help="last.pt of a training run")
     ap.add_argument("paths", nargs="*", help="images or folders of images")
-    ap.add_argument("--out", required=True, help="folder for the heatmaps and scores.csv (or model.onnx)")
+    ap.add_argument("--out", help="folder for the heatmaps and scores.csv, or for model.onnx and model.json "
+                                  "(no default: needed to predict and to export)")
     ap.add_argument("--export", choices=("onnx",), help="write the model as ONNX instead of predicting (default: predict)")
+    ap.add_argument("--input-size", metavar="WxH",
+                    help="with --export: the image size the export takes, width x height (default: the training "
+                         "images' size from config.json beside the checkpoint, else the preset's evaluation size)")
+    ap.add_argument("--overwrite", action="store_true", help="with --export: replace an existing DIR/model.onnx")
+    ap.add_argument("--verify-export", metavar="MODEL.ONNX",
+                    help="run the images given through this export (ONNX Runtime) and through PyTorch; print the "
+                         "largest map and score differences and every decision that differs; exit 1 when a decision "
+                         f"differs, the map by more than {MAP_TOLERANCE:g} or the score by more than "
+                         f"{SCORE_TOLERANCE:g} of the map's full scale (1, or 255 for grey-level maps) (default: "
+                         "predict)")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                     help="where the network runs (auto: CUDA when visible)")
     a = ap.parse_args(argv)
-    from .evaluate import load_model, pick_eval_device
+    from . import export
+    from .evaluate import pick_eval_device
 
+    if a.export and a.verify_export:
+        raise InputError("--export and --verify-export are two steps: export first, then verify the file it wrote.")
+    for flag, given in (("--input-size", a.input_size), ("--overwrite", a.overwrite)):
+        if given and not a.export:
+            warn(f"{flag} applies to --export onnx only; it is ignored")
+    if (a.export or a.verify_export) and a.device == "cuda":
+        warn(f"{'--export onnx' if a.export else '--verify-export'} works on the CPU; --device cuda is ignored")
+    if a.verify_export:
+        if not a.paths:
+            raise InputError("--verify-export needs images or folders to compare on: give them after the options.")
+        if a.out:
+            warn("--verify-export writes nothing; --out is ignored")
+        return export.verify(a.checkpoint, a.verify_export, a.paths)
+    if not a.out:
+        raise InputError("give --out DIR: the folder for " + ("model.onnx." if a.export else "the heatmaps and scores.csv."))
     if a.export:
         if a.paths:
             warn(f"--export onnx writes the model only; the {len(a.paths)} image path(s) given are ignored")
-        if a.device not in (None, "auto", "cpu"):
-            warn(f"--export onnx exports on the CPU (the file runs anywhere); --device {a.device} is ignored")
-        out = output_folder(a.out)
-        model, preset, _ = load_model(a.checkpoint, torch.device("cpu"))
-        print(f"wrote {export_onnx(model, preset, out / 'model.onnx')}")
+        onnx_path, json_path = export.export(a.checkpoint, a.out, a.input_size, a.overwrite)
+        print(f"wrote {onnx_path} and {json_path}")
         return 0
     if not a.paths:
         raise InputError("give images or folders to predict on (or --export onnx).")
     rows = predict(a.checkpoint, a.paths, a.out, pick_eval_device(a.device))
-    print(f"{len(rows)} images; heatmaps and scores.csv in {a.out}")
+    if "decision" in rows[0]:
+        bad = sum(r["decision"] == "defective" for r in rows)
+        print(f"{len(rows)} images: {bad} defective, {len(rows) - bad} good at the stored thresholds; heatmaps, "
+              f"defect masks, overlays and scores.csv in {a.out}")
+    else:
+        print(f"{len(rows)} images; heatmaps and scores.csv in {a.out}")
     return 0
 
 

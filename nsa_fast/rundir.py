@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .errors import NsaError
 
-RUN_FILES = ("last.pt", "last.pt.tmp", "log.csv", "config.json")
+RUN_FILES = ("last.pt", "last.pt.tmp", "log.csv", "config.json", "last.thresholds.json")
 RUN_GLOBS = ("grid_epoch*.png",)
 RUN_DIRS = ("eval", "tb")
 # A folder holds a run once a run has produced something of value: a checkpoint, a grid or an
@@ -86,10 +86,14 @@ def prepare(out: Path, resume: bool) -> None:
         raise NsaError(f"cannot make the folder --out {str(out)!r} ({err.strerror or err}); choose another.") from err
 
 
+ADDED_SINCE = {"holdout": 0.0}
+
+
 def check_resume(saved: dict, config: dict, preset: dict, done_epochs: int) -> None:
     """Refuse to resume a checkpoint whose settings differ from the command's, listing them."""
-    diffs = [f"{k}: {saved['config'].get(k)!r} in last.pt, {v!r} now" for k, v in config.items()
-             if k not in FREE_ON_RESUME and saved["config"].get(k) != v]
+    was = {**ADDED_SINCE, **saved["config"]}  # fields newer than the checkpoint held their defaults
+    diffs = [f"{k}: {was.get(k)!r} in last.pt, {v!r} now" for k, v in config.items()
+             if k not in FREE_ON_RESUME and was.get(k) != v]
     old = dict(saved["preset"], epochs=None)
     diffs += [f"preset {k}: {_plain(old.get(k))!r} in last.pt, {_plain(v)!r} now"
               for k, v in dict(preset, epochs=None).items() if _plain(old.get(k)) != _plain(v)]

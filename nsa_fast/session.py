@@ -92,3 +92,13 @@ def resume_command(argv: list[str], cfg, resume: bool, world: int) -> str:
         args.append("--resume")
     head = ["python", "-m"] if world == 1 else ["torchrun", f"--nproc_per_node={world}", "-m"]
     return shlex.join([*head, "nsa_fast.train", *args])
+
+
+def kept_out(held: list[Path], dataset) -> None:
+    """Say which normal images training does not see, and what they are for."""
+    if held:
+        print(f"note: --holdout keeps {len(held)} of {len(held) + len(dataset.train) - len(held)} normal training "
+              "images out of training (listed in config.json), for the thresholds")
+    if dataset.validation:
+        print(f"note: {len(dataset.validation)} normal validation images ({dataset.layout} layout) are kept out of "
+              "training, for thresholds and calibration checks")

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from . import checkpoint, cli, rundir
-from .cli import Parser, positive_float, positive_int, seed_int, worker_count
+from .cli import Parser, fraction, positive_float, positive_int, seed_int, worker_count
 from .devices import all_ranks, autocast_dtype, determinism, distribute, pick_device, precision, setup_distributed
 from .errors import NsaError, warn
 from .io import write_text_atomic
@@ -33,11 +33,11 @@ from .presets import Preset, add_preset_args, base_preset, check_trainable, reso
 from .blend.pick import SOLVER_NAMES
 from .labels import get_label_type, label_names
 from .pipelines import SYNTH_CHOICES, to_training_device
-from .data import check_test_set, with_intensity_window
+from .data import check_test_set, input_size, split_holdout, with_intensity_window
 from .layouts import add_layout_arg
 from .progress import Logger, stats_row
 from .sampler import TASKS, Stats, get_task
-from .session import Progress, banner, interrupted_message, sigint_deferred
+from .session import Progress, banner, interrupted_message, kept_out, sigint_deferred
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,7 @@ class TrainConfig:
     stop_after: int | None = None       # epochs to run in this invocation (then --resume)
     evaluate: bool = True
     deterministic: bool = False         # deterministic algorithms: bit-for-bit runs and resumes on a GPU too
+    holdout: float = 0.0                # share of the normal training images kept for thresholds
 
 
 def parse_args(argv=None) -> tuple[TrainConfig, Preset, bool, bool, bool]:
@@ -104,6 +105,11 @@ def parse_args(argv=None) -> tuple[TrainConfig, Preset, bool, bool, bool]:
                     help="stop after N epochs of this run (the schedule still spans --epochs); "
                          "continue later with --resume (default: run to the last epoch)")
     ap.add_argument("--no-eval", action="store_true", help="skip the evaluation after training")
+    ap.add_argument("--holdout", type=fraction, default=0.0, metavar="FRACTION",
+                    help="keep this share of the normal training images out of training (drawn by --seed, listed in "
+                         "config.json); the image and pixel thresholds are set on them (and on a layout's validation "
+                         "images) at the end, at 1 %% false rejects where they allow it (python -m nsa_fast.threshold "
+                         "sets others). 0 keeps every image, as the paper's presets")
     ap.add_argument("--deterministic", action="store_true",
                     help="deterministic algorithms only (cuDNN without autotuning, a fixed cuBLAS workspace, a "
                          "matrix-product upsampling): the same seed gives the same weights bit for bit on the same "
@@ -130,7 +136,8 @@ def parse_args(argv=None) -> tuple[TrainConfig, Preset, bool, bool, bool]:
                       workers=min(8, os.cpu_count() or 1) if a.workers is None else a.workers,
                       grid_every=a.grid_every, amp=a.amp, device=a.device,
                       solver=a.solver, steps_per_epoch=a.steps_per_epoch,
-                      stop_after=a.stop_after, evaluate=not a.no_eval, deterministic=a.deterministic)
+                      stop_after=a.stop_after, evaluate=not a.no_eval, deterministic=a.deterministic,
+                      holdout=a.holdout)
     return cfg, preset, a.resume, a.overwrite, epochs_given
 
 
@@ -279,10 +286,9 @@ def _run(cfg, preset, resume, overwrite, epochs_given, rank, world, local, devic
     root = resolve_root(cfg.data)
     dataset = open_dataset(root, cfg.category, cfg.layout)
     cfg = dataclasses.replace(cfg, layout=dataset.layout)  # the layout read, also when detected
-    files = dataset.train
-    if dataset.validation and rank == 0:
-        print(f"note: {len(dataset.validation)} normal validation images ({dataset.layout} layout) are kept out of "
-              "training, for thresholds and calibration checks")
+    files, held = split_holdout(dataset.train, cfg.holdout, cfg.seed)
+    if rank == 0:
+        kept_out(held, dataset)
     preset = with_intensity_window(preset, files, cfg.synth)
     evaluate = cfg.evaluate and check_test_set(root, cfg.category, preset, cfg.layout)
     pipeline = build_pipeline(cfg, preset, files, device, rank, world)
@@ -302,8 +308,10 @@ def _run(cfg, preset, resume, overwrite, epochs_given, rank, world, local, devic
     start, step = continue_run(saved, cfg, model, opt, sched, rank) if saved is not None else (0, 0)
     model = distribute(model, device, local, world)
     if rank == 0:
-        write_text_atomic(out / "config.json", json.dumps({"config": dataclasses.asdict(cfg), "preset": preset.to_dict(),
-                                                           "world_size": world, "device": str(device)}, indent=2))
+        write_text_atomic(out / "config.json", json.dumps(
+            {"config": dataclasses.asdict(cfg), "preset": preset.to_dict(), "world_size": world, "device": str(device),
+             "input_size": input_size(files), "holdout_files": [str(f) for f in held],
+             "validation_files": [str(f) for f in dataset.validation]}, indent=2))
     end = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, start + cfg.stop_after)
     if start >= cfg.epochs and rank == 0:
         print(f"note: the run in {str(out)!r} has already trained all its {cfg.epochs} epochs")
@@ -343,6 +351,10 @@ def _run(cfg, preset, resume, overwrite, epochs_given, rank, world, local, devic
         print(f"synthetic anomalies of epochs {start + 1}-{end}: {total.summary()}")
     run_outputs = [("last.pt", out / "last.pt", "the trained model"), ("log.csv", out / "log.csv", "one row an epoch"),
                    ("grids", out / "grid_epoch*.png", "synthetic inputs, labels, predictions")]
+    if end == cfg.epochs and (held or dataset.validation):
+        from .threshold import thresholds_after_training
+
+        run_outputs.append(thresholds_after_training(out / "last.pt", held + dataset.validation, device))
     if evaluate and end == cfg.epochs:
         from .evaluate import report
 

@@ -123,10 +123,11 @@ def test_defect_images_match_the_files(demo_root):
             assert np.array_equal(read_raw(d / "ground_truth" / kind / f"{i:03d}_mask.png"), mask)
 
 
-def test_test_good_images_are_not_training_images(demo_root):
+def test_test_good_and_validation_images_are_not_training_images(demo_root):
     d = demo_root / demo.DEMO
     train = [read_raw(p) for p in pngs(d / "train" / "good")]
-    for path in pngs(d / "test" / "good"):
+    assert len(pngs(d / "validation" / "good")) == demo.N_VALIDATION
+    for path in pngs(d / "test" / "good") + pngs(d / "validation" / "good"):
         img = read_raw(path)
         assert not any(np.array_equal(img, t) for t in train), path
 
@@ -150,11 +151,12 @@ def test_the_pixels_are_those_of_this_version():
 
     files = demo.build_demo()
     got = {k: digest(files[k]) for k in DIGESTS}
-    assert demo.VERSION == 2 and got == DIGESTS
+    assert demo.VERSION == 3 and got == DIGESTS
 
 
 DIGESTS = {
     "train/good/000.png": "91266b87d0be99e3",
+    "validation/good/000.png": "c18d22dd8e8fb5e7",
     "test/good/000.png": "2e70f8313fa027b4",
     "test/scratch/000.png": "68b19bbafa52a266",
     "test/stain/000.png": "788e50aba99c8d27",
@@ -278,8 +280,10 @@ def test_examples_figure_shows_every_defect_type(demo_root):
 
 
 def test_size_is_small(demo_root):
+    # 150 normal images (40 for training, 100 validation images: enough for a 1 % false-reject threshold) and
+    # 21 defects at about 110 kB each
     total = sum(p.stat().st_size for p in (demo_root / demo.DEMO).rglob("*") if p.is_file())
-    assert total < 8 * 2 ** 20
+    assert total < 20 * 2 ** 20
 
 
 def test_no_temporary_files_left_after_a_failed_write(tmp_path, monkeypatch):

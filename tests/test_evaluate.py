@@ -14,6 +14,10 @@ from nsa_fast.predict import main as predict_main
 from nsa_fast.train import main as train_main
 
 
+def read_csv(path) -> list[dict]:
+    return list(csv.DictReader(path.read_text().splitlines()))
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A 2-step object-style model on the demo data: image 80, centre crop 72, random crop 64."""
@@ -51,7 +55,7 @@ def test_evaluate_writes_reports(trained, tmp_path, capsys):
         assert 0.0 <= metrics[k] <= 1.0
     assert metrics["n_test"] == 31 and metrics["n_anomalous"] == 21
     assert {f"image_auroc/{d}" for d in DEFECTS} <= set(metrics)
-    rows = list(csv.DictReader(open(tmp_path / "scores.csv")))
+    rows = read_csv(tmp_path / "scores.csv")
     assert len(rows) == 31 and {r["label"] for r in rows} == {"0", "1"}
     # the figures follow from the protocol, recomputed here: scores are the maps' means, AUROCs by
     # scikit-learn, the per-defect AUROC over that defect's images and the good ones
@@ -73,15 +77,74 @@ def test_evaluate_writes_reports(trained, tmp_path, capsys):
     for name in ("roc.png", "pro.png"):
         img = cv2.imread(str(tmp_path / name))
         assert img is not None and img.shape == (500, 500, 3) and (img < 128).any()  # drawn, not blank
+    # F1-max: the best of every test score as threshold (score >= t), the lowest t among equals
+    f1s = {t: 2 * np.sum((scores >= t) & (labels == 1)) / (np.sum(scores >= t) + labels.sum()) for t in sorted(scores)}
+    best = max(f1s.values())
+    assert metrics["f1_max"] == pytest.approx(best, abs=1e-12)
+    assert metrics["f1_max_threshold"] == pytest.approx(min(t for t, f in f1s.items() if f == best), rel=1e-7)
     printed = capsys.readouterr().out
     assert f"image AUROC  {100 * metrics['image_auroc']:5.1f} %" in printed
     assert f"AU-PRO@0.3   {100 * metrics['au_pro_0.3']:5.1f} %" in printed
+    assert f"F1-max       {100 * metrics['f1_max']:5.1f} %   best F1 over all thresholds, at score >= " in printed
+    assert "threshold" in metrics  # its rows: test_evaluate_reports_false_rejects_and_misses_at_the_stored_threshold
     assert f"image AUROC per defect: {min(DEFECTS)}" in printed and str(tmp_path / "roc.png") in printed
     assert "heatmap_vmax" not in printed  # the table holds metrics only
 
 
+def test_evaluate_reports_false_rejects_and_misses_at_the_stored_threshold(trained, tmp_path, capsys):
+    import shutil
+
+    from nsa_fast import thresholds
+
+    root, fixture_ckpt = trained
+    # a copy, without the thresholds training set beside the fixture's: the file written here must
+    # not reach the other tests
+    ckpt = tmp_path / "last.pt"
+    shutil.copy(fixture_ckpt, ckpt)
+    assert eval_main(["--checkpoint", str(ckpt), "--data", str(root), "--category", "demo",
+                      "--out", str(tmp_path / "before")]) == 0
+    assert json.loads((tmp_path / "before" / "metrics.json").read_text())["threshold"] is None
+    assert (f"  no stored threshold: set one with python -m nsa_fast.threshold --checkpoint {ckpt} --normals DIR "
+            "(or train with --holdout)\n") in capsys.readouterr().out
+    rows = read_csv(tmp_path / "before" / "scores.csv")
+    scores, labels = np.array([float(r["score"]) for r in rows]), np.array([int(r["label"]) for r in rows])
+    good = np.sort(scores[labels == 0])
+    assert good.size == 10 and good[4] < good[5]
+    # "normals" 9 below and 1 above t; at a false-reject rate of 0.1 the threshold is their midpoint, t:
+    # halfway between the 5th and 6th good test scores
+    t = 0.5 * (good[4] + good[5])
+    normals = np.array([t - 1.0] * 9 + [t + 1.0])
+    th = thresholds.make(normals, np.linspace(0, 1, 2000), ckpt, "test", false_reject=0.1)
+    assert th.image == pytest.approx(t, abs=1e-12)
+    thresholds.save(th, ckpt)
+    assert eval_main(["--checkpoint", str(ckpt), "--data", str(root), "--category", "demo",
+                      "--out", str(tmp_path / "after")]) == 0
+    metrics = json.loads((tmp_path / "after" / "metrics.json").read_text())
+    misses = int(np.sum((scores <= t) & (labels == 1)))  # defective means score > threshold
+    assert metrics["threshold"] == th.image
+    assert (metrics["false_rejects"], metrics["n_good"], metrics["misses"]) == (5, 10, misses)
+    assert metrics["false_reject_rate"] == 0.5 and metrics["miss_rate"] == misses / 21
+    printed = capsys.readouterr().out
+    assert f"false reject  50.0 %   5 of 10 good images rejected at the stored threshold (score > {t:.6g}" in printed
+    assert f"missed       {100 * misses / 21:5.1f} %   {misses} of 21 anomalous images passed as good" in printed
+    assert "no stored threshold" not in printed
+    # retrained since (here: changed): the thresholds are refused with a warning, the AUROCs still come
+    with open(ckpt, "ab") as f:
+        f.write(b"\0")
+    assert evaluate(ckpt, root, "demo", tmp_path / "stale")["threshold"] is None
+    assert "warning: evaluating without a threshold: the thresholds in" in capsys.readouterr().err
+
+
 def test_examples_figure_has_captions_and_a_colour_scale(trained, tmp_path):
-    from nsa_fast.viz import BOX_COLOUR, CROP_NOTE, GAP, LABEL_W, LINE_H, caption_band, wrap
+    from nsa_fast.viz import (
+        BOX_COLOUR,
+        CROP_NOTE,
+        GAP,
+        LABEL_W,
+        LINE_H,
+        caption_band,
+        wrap,
+    )
 
     root, ckpt = trained
     evaluate(ckpt, root, "demo", tmp_path)
@@ -108,11 +171,11 @@ def test_predict_matches_evaluation_scores(trained, tmp_path):
     root, ckpt = trained
     ev = tmp_path / "ev"
     evaluate(ckpt, root, "demo", ev)
-    want = {r["path"]: float(r["score"]) for r in csv.DictReader(open(ev / "scores.csv"))}
+    want = {r["path"]: float(r["score"]) for r in read_csv(ev / "scores.csv")}
     folder = root / "demo" / "test" / "stain"
     one = root / "demo" / "test" / "good" / "000.png"
     assert predict_main(["--checkpoint", str(ckpt), str(folder), str(one), "--out", str(tmp_path / "p")]) == 0
-    got = list(csv.DictReader(open(tmp_path / "p" / "scores.csv")))
+    got = read_csv(tmp_path / "p" / "scores.csv")
     assert len(got) == len(list(folder.glob("*.png"))) + 1
     for r in got:
         assert float(r["score"]) == pytest.approx(want[r["path"]], rel=1e-5)
@@ -124,24 +187,6 @@ def test_predict_matches_evaluation_scores(trained, tmp_path):
     np.testing.assert_array_equal(fig[:src.shape[0], :src.shape[1]], src)
     assert (tmp_path / "p" / "stain" / "000_heatmap.png").is_file()
     assert predict_main(["--checkpoint", str(ckpt), str(tmp_path / "nope.txt"), "--out", str(tmp_path / "q")]) == 2
-
-
-def test_onnx_export_matches_pytorch(trained, tmp_path, capsys):
-    ort = pytest.importorskip("onnxruntime", reason="ONNX Runtime is not installed (pip install -e '.[onnx]')")
-    _, ckpt = trained
-    assert predict_main(["--checkpoint", str(ckpt), "--export", "onnx", "--out", str(tmp_path), "a.png"]) == 0
-    assert "warning: --export onnx writes the model only; the 1 image path(s) given are ignored" in \
-        capsys.readouterr().err
-    model, preset, _ = load_model(ckpt, torch.device("cpu"))
-    x = torch.randn(3, 3, preset.crop, preset.crop)
-    with torch.no_grad():
-        want = model.anomaly_map(x).numpy()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # one self-contained file
-    # from bytes: no external weights file could be found this way
-    sess = ort.InferenceSession((tmp_path / "model.onnx").read_bytes(), providers=["CPUExecutionProvider"])
-    got = sess.run(None, {"image": x.numpy()})[0]
-    assert got.shape == want.shape
-    np.testing.assert_allclose(got, want, atol=1e-5)
 
 
 def test_masks_stored_as_0_and_1_score_like_0_and_255(trained, tmp_path):
@@ -175,7 +220,7 @@ def test_predict_writes_one_heatmap_per_input_and_never_reads_its_own(trained, t
         for _ in range(2):  # a second run must not pick up the first run's heatmaps
             assert predict_main(["--checkpoint", str(ckpt), str(data / "good"), str(data / "stain"),
                                  "--out", str(out)]) == 0
-            rows = list(csv.DictReader(open(out / "scores.csv")))
+            rows = read_csv(out / "scores.csv")
             assert len(rows) == n and not any(r["path"].endswith("_heatmap.png") for r in rows)
             assert len({r["heatmap"] for r in rows}) == n  # one heatmap per input, none overwritten
             assert all((out / r["heatmap"]).is_file() for r in rows)
@@ -190,7 +235,7 @@ def test_predict_keeps_equal_stems_with_other_suffixes_apart(trained, tmp_path):
     cv2.imwrite(str(data / "000.png"), img)
     cv2.imwrite(str(data / "000.jpg"), img)
     assert predict_main(["--checkpoint", str(ckpt), str(data), "--out", str(tmp_path / "p")]) == 0
-    rows = list(csv.DictReader(open(tmp_path / "p" / "scores.csv")))
+    rows = read_csv(tmp_path / "p" / "scores.csv")
     assert sorted(r["heatmap"] for r in rows) == ["000.jpg_heatmap.png", "000.png_heatmap.png"]
     assert all((tmp_path / "p" / r["heatmap"]).is_file() for r in rows)
 

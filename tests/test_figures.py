@@ -58,10 +58,11 @@ def test_caption_names_the_file_and_writes_the_scores_as_scores_csv_does():
     assert lines[0] == "good/000.png"
     assert "0.123456789" in lines[1] and "0.987654321" in lines[1]
     assert not any("decision" in line for line in lines)  # no threshold, no decision
-    assert heatmaps.score_caption("a.png", 0.3, 0.9, threshold=0.2)[-1].startswith("decision: anomalous")
-    assert heatmaps.score_caption("a.png", 0.1, 0.9, threshold=0.2)[-1].startswith("decision: normal")
+    assert heatmaps.score_caption("a.png", 0.3, 0.9, threshold=0.2)[-1].startswith("decision: defective")
+    assert heatmaps.score_caption("a.png", 0.1, 0.9, threshold=0.2)[-1].startswith("decision: good")
+    assert heatmaps.score_caption("a.png", 0.2, 0.9, threshold=0.2)[-1].startswith("decision: good")  # above only
     assert "threshold 0.2 " in heatmaps.score_caption("a.png", 0.1, 0.9, threshold=0.2)[-1]
-    assert heatmaps.score_caption("a.png", 0.1, 0.9, decision="anomalous")[-1] == "decision: anomalous"
+    assert heatmaps.score_caption("a.png", 0.1, 0.9, 0.2, 0.25)[-1].endswith("normalised score 0.250)")
     notes = heatmaps.figure_notes(0.5, heatmaps.SCORE_LABEL, boxed=False)
     assert heatmaps.SCORE_LABEL in notes[0] and "0.5" in notes[0] and viz.CROP_NOTE not in notes
 

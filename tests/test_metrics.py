@@ -1,5 +1,5 @@
 """Tests of nsa_fast.metrics: AU-PRO against a plain per-threshold reference, hand-made cases,
-AUROCs against scikit-learn, and the input errors."""
+AUROCs against scikit-learn, F1-max against a brute-force search, and the input errors."""
 from __future__ import annotations
 
 from bisect import bisect_right
@@ -8,10 +8,16 @@ from fractions import Fraction
 import numpy as np
 import pytest
 from scipy import ndimage
+from sklearn.metrics import roc_auc_score  # a hard dependency: the metrics need it
 
-from nsa_fast.metrics import au_pro, image_auroc, pixel_auroc, pro_curve, trapezoid
-
-from sklearn.metrics import roc_auc_score  # noqa: E402  (a hard dependency: the metrics need it)
+from nsa_fast.metrics import (
+    au_pro,
+    f1_max,
+    image_auroc,
+    pixel_auroc,
+    pro_curve,
+    trapezoid,
+)
 
 # --------------------------------------------------------------------------------------------
 # Plain, slow reference following MVTec AD's official compute_pro + trapezoid literally, but
@@ -259,7 +265,7 @@ def test_eight_connectivity_merges_diagonal_neighbours():
     masks[0, 0, 0] = masks[0, 0, 1] = masks[0, 1, 2] = True
     maps = np.zeros((1, 3, 3))
     maps[0, 1, 2] = 1.0
-    fpr, pro = pro_curve(maps, masks)
+    _, pro = pro_curve(maps, masks)
     np.testing.assert_allclose(pro, [0, 1 / 3, 1], atol=1e-15)
     # PRO at 0.3: 1/3 + 2/3 * 0.3 = 8/15; area 0.5 * (1/3 + 8/15) * 0.3, normalised 13/30.
     assert au_pro(maps, masks) == pytest.approx(13 / 30, abs=1e-12)
@@ -272,7 +278,7 @@ def test_regions_do_not_span_images():
     masks[1, 0, 0] = True
     maps = np.zeros((2, 3, 3))
     maps[1, 0, 0] = 1.0
-    fpr, pro = pro_curve(maps, masks)
+    _, pro = pro_curve(maps, masks)
     np.testing.assert_allclose(pro, [0, 0.5, 1], atol=1e-15)   # (0 + 1) / 2, not 1/3
 
 
@@ -315,6 +321,59 @@ def test_pixel_auroc_matches_sklearn(seed):
     want = roc_auc_score(masks.ravel(), maps.ravel())
     assert pixel_auroc(maps, masks) == want
     assert pixel_auroc(maps, masks.astype(np.uint8) * 255) == want
+
+
+# --------------------------------------------------------------------------------------------
+# F1-max against a brute-force search
+# --------------------------------------------------------------------------------------------
+
+def brute_f1_max(scores, labels):
+    """Every score as threshold t (called anomalous: score >= t), F1 = 2 TP / (called + anomalous);
+    the lowest t among equal maxima."""
+    scores, labels = np.asarray(scores, np.float64), np.asarray(labels, bool)
+    best_f1, best_t = -1.0, None
+    for t in sorted(set(scores.tolist())):
+        called = scores >= t
+        f1 = 2 * np.sum(called & labels) / (called.sum() + labels.sum())
+        if f1 > best_f1 + 1e-12:
+            best_f1, best_t = f1, t
+    return best_f1, best_t
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_f1_max_matches_a_brute_force_search(seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.random(30) < 0.5
+    labels[:2] = (False, True)
+    scores = np.round(rng.random(30) + 0.3 * labels, 1)   # with ties
+    f1, t = f1_max(scores, labels)
+    want_f1, want_t = brute_f1_max(scores, labels)
+    assert f1 == pytest.approx(want_f1, abs=1e-12) and t == want_t
+    assert t in scores
+    assert f1_max(scores.astype(np.float32), labels.astype(np.uint8))[0] == pytest.approx(want_f1, abs=1e-12)
+
+
+def test_f1_max_known_values():
+    # perfect separation: every anomalous image called at the lowest anomalous score
+    assert f1_max([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1]) == (1.0, 0.8)
+    # reversed scores: calling everything anomalous is best, F1 = 2 * 2 / (4 + 2)
+    assert f1_max([0.9, 0.8, 0.2, 0.1], [0, 0, 1, 1]) == (pytest.approx(2 / 3), 0.1)
+    # one score for all: the only threshold
+    assert f1_max([0.5, 0.5, 0.5], [0, 1, 1]) == (pytest.approx(0.8), 0.5)
+    # equal maxima at t = 1 (4 called, 2 right) and t = 4 (1 called, 1 right): the lowest is reported
+    assert f1_max([1.0, 2.0, 3.0, 4.0], [1, 0, 0, 1]) == (pytest.approx(2 / 3), 1.0)
+
+
+def test_f1_max_input_errors():
+    with pytest.raises(ValueError, match=r"^f1_max: expected both good \(0\) and anomalous \(1\) images, got only good "
+                                         r"ones \(3 image\(s\)\); F1-max is undefined with a single class\.$"):
+        f1_max([0.1, 0.2, 0.3], [0, 0, 0])
+    with pytest.raises(ValueError, match=r"same shape.*\(3,\).*\(2,\)"):
+        f1_max([0.1, 0.2, 0.3], [0, 1])
+    with pytest.raises(ValueError, match="NaN"):
+        f1_max([0.1, np.nan], [0, 1])
+    with pytest.raises(ValueError, match=r"\{0, 1\}"):
+        f1_max([0.1, 0.2, 0.3], [0, 1, 2])
 
 
 def test_auroc_single_class_errors():
@@ -387,8 +446,8 @@ def _good_maps_masks(shape=(2, 4, 5)):
     (lambda m, k: au_pro(m.astype(np.complex128), k), r"^maps: expected real values, got complex"),
     (lambda m, k: au_pro(m[0], k), r"^maps: expected shape \(N, H, W\), got shape \(4, 5\)"),
     (lambda m, k: au_pro(m, k[0]), r"^masks: expected shape \(N, H, W\), got shape \(4, 5\)"),
-    (lambda m, k: au_pro(m, k[:, :3]), r"^maps and masks: expected the same shape \(N, H, W\), got maps \(2, 4, 5\) and "
-                                       r"masks \(2, 3, 5\)\. Resize .*\(or the masks to the map size\) first\.$"),
+    (lambda m, k: au_pro(m, k[:, :3]), (r"^maps and masks: expected the same shape \(N, H, W\), got maps \(2, 4, 5\) and "
+                                        r"masks \(2, 3, 5\)\. Resize .*\(or the masks to the map size\) first\.$")),
     (lambda m, k: au_pro(m[:0], k[:0]), r"^maps: expected a non-empty array of shape \(N, H, W\)"),
     (lambda m, k: au_pro(np.where(k, np.nan, m).astype(np.float32), k), r"^maps: expected no NaN scores, got 1 NaN"),
     (lambda m, k: pixel_auroc(m, np.where(k, np.nan, 0.0).astype(np.float32)), r"^masks: .*got NaN"),
@@ -397,8 +456,8 @@ def _good_maps_masks(shape=(2, 4, 5)):
     (lambda m, k: image_auroc([0.1, 0.2], np.array(["a", "b"])), r"^labels: expected a real-valued numeric array of shape \(N,\)"),
     (lambda m, k: image_auroc([[0.1, 0.2]], [0, 1]), r"^scores: expected shape \(N,\), got shape \(1, 2\)"),
     (lambda m, k: image_auroc([0.1, 0.2], [[0, 1]]), r"^labels: expected shape \(N,\), got shape \(1, 2\)"),
-    (lambda m, k: image_auroc([0.1, np.nan, np.nan], [0, 1, 1]), r"^scores: expected no NaN scores, got 2 NaN value\(s\) of 3\. "
-                                                                  r"Replace them \(e\.g\. numpy\.nan_to_num\)"),
+    (lambda m, k: image_auroc([0.1, np.nan, np.nan], [0, 1, 1]), (r"^scores: expected no NaN scores, got 2 NaN value\(s\) "
+                                                                   r"of 3\. Replace them \(e\.g\. numpy\.nan_to_num\)")),
     (lambda m, k: image_auroc(np.arange(9.0), np.arange(9)), r"values such as \[2, 3, 4, 5, 6\]\.$"),
     (lambda m, k: image_auroc([0.1, 0.2], [0, 0]), r"single class\.$"),
     (lambda m, k: pixel_auroc(m, np.zeros_like(k)), r"\(40 pixels in 2 mask\(s\)\); .*AUROC is undefined.*\.$"),
@@ -424,8 +483,10 @@ def test_float_masks_are_accepted_like_bool_masks():
 def test_missing_scikit_learn_is_explained(monkeypatch):
     import sys
     monkeypatch.setitem(sys.modules, "sklearn.metrics", None)   # import fails as if not installed
-    with pytest.raises(ImportError, match=r"^image_auroc / pixel_auroc need scikit-learn: pip install scikit-learn$"):
-        image_auroc([0.1, 0.2], [0, 1])
+    for call in (lambda: image_auroc([0.1, 0.2], [0, 1]), lambda: f1_max([0.1, 0.2], [0, 1])):
+        with pytest.raises(ImportError, match=r"^image_auroc, pixel_auroc and f1_max need scikit-learn: "
+                                              r"pip install scikit-learn$"):
+            call()
 
 
 @pytest.mark.parametrize("dtype", [bool, np.uint8, np.uint16, np.uint32, np.int8, np.int16, np.int32,
