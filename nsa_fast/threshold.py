@@ -95,7 +95,7 @@ def check_usual(scores: np.ndarray, reference: np.ndarray | None) -> None:
 
 
 def set_thresholds(ckpt: Path, files: list[Path], source: str, false_reject: float, false_positive_pixels: float,
-                   device=None, overwrite: bool = False) -> thresholds.Thresholds:
+                   device=None, overwrite: bool = False, warn_wide: bool = True) -> thresholds.Thresholds:
     from .evaluate import load_model
 
     ckpt = Path(ckpt)
@@ -116,7 +116,7 @@ def set_thresholds(ckpt: Path, files: list[Path], source: str, false_reject: flo
         reference = score_images(model, preset, [trained_on[i] for i in sorted(pick)], device)[0]
     check_usual(scores, reference)
     th = thresholds.make(scores, pixels, ckpt, source, false_reject, false_positive_pixels)
-    if th.n_images * th.false_reject < thresholds.FEW_ABOVE:
+    if warn_wide and th.n_images * th.false_reject < thresholds.FEW_ABOVE:  # after training the interval says it
         warn(f"only {round(th.achieved * th.n_images)} of {th.n_images} normal images lie above the threshold: the rate "
              f"on new images is known only to {100 * th.interval[0]:.2f}-{100 * th.interval[1]:.2f} %; "
              f"{thresholds.least_images(th.false_reject) * thresholds.FEW_ABOVE} normal images would narrow it.")
@@ -132,7 +132,7 @@ def thresholds_after_training(ckpt: Path, files: list[Path], device) -> tuple[st
         print(f"note: {len(files)} held-out normal images support false-reject rates down to {100 * rate:.3g} %, "
               f"not {100 * thresholds.DEFAULT_FALSE_REJECT:g} %; the threshold is set there")
     th = set_thresholds(ckpt, files, "the run's held-out normal images", rate,
-                        thresholds.DEFAULT_FALSE_POSITIVE_PIXELS, device, overwrite=True)
+                        thresholds.DEFAULT_FALSE_POSITIVE_PIXELS, device, overwrite=True, warn_wide=False)
     print(th.describe())
     path = thresholds.path_for(ckpt)
     return path.name, path, "image and pixel thresholds for predict, evaluate and the export"

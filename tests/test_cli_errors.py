@@ -296,6 +296,7 @@ def test_doctor_refuses_unknown_arguments(capsys):
     ("nsa_fast.evaluate", ["--checkpoint", "nope.pt", "--data", "demo", "--category", "demo", "--out", "x"],
      "no checkpoint at"),
     ("nsa_fast.runner", ["--data", "demo", "--categories", "demo", "--seeds", "0,a", "--out", "x"], "--seeds"),
+    ("nsa_fast.threshold", ["--checkpoint", "last.pt", "--false-reject", "1.5"], "--false-reject"),
 ])
 def test_the_real_entry_points_refuse_the_same_way(module, argv, match, tmp_path):
     run = subprocess.run([sys.executable, "-m", module, *argv], capture_output=True, text=True, cwd=tmp_path,

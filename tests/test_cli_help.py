@@ -4,10 +4,10 @@ import argparse
 
 import pytest
 
-from nsa_fast import cli, doctor, evaluate, predict, runner, synth, train
+from nsa_fast import calibrate, cli, doctor, evaluate, predict, runner, synth, threshold, train
 
 CLIS = {"train": train, "evaluate": evaluate, "predict": predict, "synth": synth, "runner": runner,
-        "doctor": doctor}
+        "doctor": doctor, "threshold": threshold, "calibrate": calibrate}
 
 
 def parser_of(module, monkeypatch) -> cli.Parser:

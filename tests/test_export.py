@@ -1,5 +1,5 @@
 """The ONNX export takes a camera's pixels and agrees with predict's PyTorch path; --verify-export
-says so, or names what differs; docs/deployment.md's example runs without nsa_fast."""
+says so, or names what differs; the README's ONNX Runtime example runs without nsa_fast."""
 import json
 import shutil
 import subprocess
@@ -258,7 +258,7 @@ class NoNsaFast:
         if name.split(".")[0] == "nsa_fast":
             raise ImportError("nsa_fast is blocked: the example must run without it")
 sys.meta_path.insert(0, NoNsaFast())
-exec(compile(sys.argv[1], "docs/deployment.md", "exec"))
+exec(compile(sys.argv[1], "README.md", "exec"))
 """
 
 
@@ -267,7 +267,7 @@ def test_the_docs_example_classifies_an_image_with_onnxruntime_alone(colour, tra
 
     _, onnx_dir, files, _, want = colour
     root, _ = trained
-    [block] = [b for b in blocks(REPO / "docs" / "deployment.md") if "model.onnx alone" in b.body]
+    [block] = [b for b in blocks(REPO / "README.md") if "model.onnx alone" in b.body]
     assert block.lang == "python" and block.kind == "run" and len(block.body.splitlines()) <= 12
     (tmp_path / "runs" / "demo-onnx").mkdir(parents=True)
     (tmp_path / "runs" / "demo-onnx" / "model.onnx").symlink_to(onnx_dir / "model.onnx")
