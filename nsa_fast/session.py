@@ -24,7 +24,7 @@ class Progress:
 
 
 def banner(cfg, preset: Preset, files: list[Path], device: torch.device, world: int,
-           start: int, end: int) -> str:
+           start: int, end: int, kept: str = "") -> str:
     """What the run is about to do, printed before its first epoch: the data, the device, how the
     synthetic anomalies are made and where everything goes."""
     from .blend.pick import AUTO
@@ -45,7 +45,7 @@ def banner(cfg, preset: Preset, files: list[Path], device: torch.device, world: 
     return (f"Training class {cfg.category!r} on {len(files)} images in {str(files[0].parent)!r}{layout}{demo}, "
             f"resized to {size}x{size}; preset {preset.name!r} ({preset.kind}); {epochs}\n"
             f"  device {where}, {amp}{procs}; synthetic anomalies: --synth {cfg.synth} ({how})\n"
-            f"  output folder {str(cfg.out)!r}")
+            f"  output folder {str(cfg.out)!r}{kept}")
 
 
 @contextlib.contextmanager
@@ -94,11 +94,10 @@ def resume_command(argv: list[str], cfg, resume: bool, world: int) -> str:
     return shlex.join([*head, "nsa_fast.train", *args])
 
 
-def kept_out(held: list[Path], dataset) -> None:
-    """Say which normal images training does not see, and what they are for."""
-    if held:
-        print(f"note: --holdout keeps {len(held)} of {len(held) + len(dataset.train) - len(held)} normal training "
-              "images out of training (listed in config.json), for the thresholds")
+
+def kept_out(held: list[Path], dataset) -> str:
+    """The banner's line on the normal images training does not see, and what they are for."""
+    parts = [f"{len(held)} normal images by --holdout (listed in config.json)"] if held else []
     if dataset.validation:
-        print(f"note: {len(dataset.validation)} normal validation images ({dataset.layout} layout) are kept out of "
-              "training, for thresholds and calibration checks")
+        parts.append(f"{len(dataset.validation)} normal validation images ({dataset.layout} layout)")
+    return f"\n  kept out of training, for the thresholds: {' and '.join(parts)}" if parts else ""

@@ -95,14 +95,17 @@ def check_usual(scores: np.ndarray, reference: np.ndarray | None) -> None:
 
 
 def set_thresholds(ckpt: Path, files: list[Path], source: str, false_reject: float, false_positive_pixels: float,
-                   device=None, overwrite: bool = False, warn_wide: bool = True) -> thresholds.Thresholds:
+                   device=None, overwrite: bool = False, given: bool = True) -> thresholds.Thresholds:
+    """Thresholds on ``files``, saved beside ``ckpt``. ``given``: the images come from the user, so
+    check them against the training images and warn of a wide interval; the run's own held-out
+    images at the end of training need neither."""
     from .evaluate import load_model
 
     ckpt = Path(ckpt)
     thresholds.check_rate(false_reject, "--false-reject")
     thresholds.check_rate(false_positive_pixels, "--false-positive-pixels")
     thresholds.check_enough(len(files), false_reject, "images", "--false-reject")
-    trained_on = training_files(ckpt)
+    trained_on = training_files(ckpt) if given else None
     check_unseen(files, trained_on)
     out = thresholds.path_for(ckpt)
     if out.exists() and not overwrite:
@@ -116,7 +119,7 @@ def set_thresholds(ckpt: Path, files: list[Path], source: str, false_reject: flo
         reference = score_images(model, preset, [trained_on[i] for i in sorted(pick)], device)[0]
     check_usual(scores, reference)
     th = thresholds.make(scores, pixels, ckpt, source, false_reject, false_positive_pixels)
-    if warn_wide and th.n_images * th.false_reject < thresholds.FEW_ABOVE:  # after training the interval says it
+    if given and th.n_images * th.false_reject < thresholds.FEW_ABOVE:
         warn(f"only {round(th.achieved * th.n_images)} of {th.n_images} normal images lie above the threshold: the rate "
              f"on new images is known only to {100 * th.interval[0]:.2f}-{100 * th.interval[1]:.2f} %; "
              f"{thresholds.least_images(th.false_reject) * thresholds.FEW_ABOVE} normal images would narrow it.")
@@ -132,7 +135,7 @@ def thresholds_after_training(ckpt: Path, files: list[Path], device) -> tuple[st
         print(f"note: {len(files)} held-out normal images support false-reject rates down to {100 * rate:.3g} %, "
               f"not {100 * thresholds.DEFAULT_FALSE_REJECT:g} %; the threshold is set there")
     th = set_thresholds(ckpt, files, "the run's held-out normal images", rate,
-                        thresholds.DEFAULT_FALSE_POSITIVE_PIXELS, device, overwrite=True, warn_wide=False)
+                        thresholds.DEFAULT_FALSE_POSITIVE_PIXELS, device, overwrite=True, given=False)
     print(th.describe())
     path = thresholds.path_for(ckpt)
     return path.name, path, "image and pixel thresholds for predict, evaluate and the export"

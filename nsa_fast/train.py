@@ -287,8 +287,6 @@ def _run(cfg, preset, resume, overwrite, epochs_given, rank, world, local, devic
     dataset = open_dataset(root, cfg.category, cfg.layout)
     cfg = dataclasses.replace(cfg, layout=dataset.layout)  # the layout read, also when detected
     files, held = split_holdout(dataset.train, cfg.holdout, cfg.seed)
-    if rank == 0:
-        kept_out(held, dataset)
     preset = with_intensity_window(preset, files, cfg.synth)
     evaluate = cfg.evaluate and check_test_set(root, cfg.category, preset, cfg.layout)
     pipeline = build_pipeline(cfg, preset, files, device, rank, world)
@@ -316,7 +314,7 @@ def _run(cfg, preset, resume, overwrite, epochs_given, rank, world, local, devic
     if start >= cfg.epochs and rank == 0:
         print(f"note: the run in {str(out)!r} has already trained all its {cfg.epochs} epochs")
     if end > start and rank == 0:
-        print(banner(cfg, preset, files, device, world, start, end), flush=True)
+        print(banner(cfg, preset, files, device, world, start, end, kept_out(held, dataset)), flush=True)
     logger = Logger(out, cfg.epochs, steps, start, step, enabled=rank == 0)
     total = Stats()
     try:

@@ -203,10 +203,15 @@ def test_each_layout_trains_and_evaluates_end_to_end(tmp_path, layout, capsys):
     assert "Results on" in printed
     assert (f"({expect} layout)" in printed.splitlines()[0]) == (expect not in ("mvtec", "generic"))
     if layout == "mvtec_ad2":
-        assert "3 normal validation images (mvtec_ad2 layout) are kept out of training" in printed
+        assert "kept out of training, for the thresholds: 3 normal validation images (mvtec_ad2 layout)" in printed
+        assert len(config["validation_files"]) == 3 and not set(config["validation_files"]) & {
+            str(p) for p in (root / category / "train" / "good").iterdir()}
+        th = json.loads((out / "last.thresholds.json").read_text())  # set on the validation images alone
+        assert th["n_images"] == 3 and th["normals"] == "the run's held-out normal images"
         private = root / category / "test_private"
         assert _cli("predict", ["--checkpoint", str(out / "last.pt"), str(private), "--out", str(tmp_path / "p")]) == 0
-        assert len((tmp_path / "p" / "scores.csv").read_text().splitlines()) == 1 + 2
+        rows = (tmp_path / "p" / "scores.csv").read_text().splitlines()
+        assert len(rows) == 1 + 2 and "decision" in rows[0]
 
 
 def test_layout_flag_is_refused_when_the_folder_does_not_fit(tmp_path, capsys):

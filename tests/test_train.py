@@ -237,6 +237,7 @@ def test_deterministic_resume_on_cuda_is_bit_for_bit(demo_root, tmp_path):
         assert torch.equal(a[k], b[k]), k
 
 
+@pytest.mark.slow  # tens of seconds of training; CI runs -m slow
 def test_deterministic_sets_the_process_for_the_run_and_restores_it(demo_root, tmp_path, monkeypatch):
     """--deterministic: deterministic algorithms (an op without one raises), cuDNN without
     autotuning, cuBLAS's fixed workspace, the matrix-product upsampling; all restored after the
@@ -369,6 +370,7 @@ def test_resume_with_more_epochs_stretches_the_schedule(demo_root, tmp_path, cap
     assert state["scheduler"]["T_max"] == 6 and state["epoch"] == 5
 
 
+@pytest.mark.slow  # tens of seconds of training; CI runs -m slow
 def test_overwrite_replaces_the_run_and_only_the_run(demo_root, tmp_path):
     common = ("--epochs", "1", "--steps-per-epoch", "1", "--no-eval", "--workers", "0")
     assert train(demo_root, tmp_path, *common) == 0
@@ -569,7 +571,8 @@ def test_a_banner_says_what_the_run_does_before_the_first_epoch(demo_root, tmp_p
         f"Training class 'demo' on {n} images in '{demo_root / 'demo' / 'train' / 'good'}', resized to 72x72; "
         "preset 'demo' (texture); epochs 1-1 of 2",
         "  device cpu, fp32; synthetic anomalies: --synth workers (OpenCV in the training process)",
-        f"  output folder '{tmp_path / 'run'}'"]
+        f"  output folder '{tmp_path / 'run'}'",
+        "  kept out of training, for the thresholds: 100 normal validation images (mvtec layout)"]
 
 
 def test_the_banner_names_the_solver_the_workers_and_a_resumed_run():
@@ -588,6 +591,7 @@ def test_the_banner_names_the_solver_the_workers_and_a_resumed_run():
     assert "--synth workers (OpenCV in 3 worker processes)" in text
 
 
+@pytest.mark.slow  # tens of seconds of training; CI runs -m slow
 def test_ctrl_c_says_how_to_resume_and_keeps_the_checkpoint(demo_root, tmp_path):
     import shlex
 
