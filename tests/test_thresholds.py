@@ -85,7 +85,7 @@ def run(tmp_path_factory):
 
 
 def test_holdout_keeps_its_images_out_of_training_and_sets_the_thresholds_on_them(run):
-    root, out = run
+    _, out = run
     cfg = json.loads((out / "config.json").read_text())
     held = {p.split("/")[-1] for p in cfg["holdout_files"]}
     assert len(held) == 10 and cfg["config"]["holdout"] == 0.25 and cfg["input_size"] == [256, 256]
@@ -175,7 +175,7 @@ def test_predict_writes_decisions_masks_and_overlays_at_the_stored_thresholds(ru
     th = thresholds.load_for(out / "last.pt")
     scratch = root / "demo" / "test" / "scratch"
     assert predict_main(["--checkpoint", str(out / "last.pt"), str(scratch), "--out", str(tmp_path)]) == 0
-    rows = list(csv.DictReader(open(tmp_path / "scores.csv")))
+    rows = list(csv.DictReader((tmp_path / "scores.csv").read_text().splitlines()))
     assert list(rows[0]) == ["path", "score", "normalized_score", "decision", "max", "heatmap", "mask", "overlay"]
     for r in rows:
         score = float(r["score"])
@@ -200,7 +200,7 @@ def test_predict_without_thresholds_says_how_to_get_them(run, tmp_path, capsys):
                          "--out", str(tmp_path / "p")]) == 0
     said = capsys.readouterr().out
     assert "python -m nsa_fast.threshold --checkpoint" in said
-    rows = list(csv.DictReader(open(tmp_path / "p" / "scores.csv")))
+    rows = list(csv.DictReader((tmp_path / "p" / "scores.csv").read_text().splitlines()))
     assert list(rows[0]) == ["path", "score", "max", "heatmap"] and not list((tmp_path / "p").glob("*_mask.png"))
 
 
