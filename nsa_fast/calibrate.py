@@ -203,8 +203,9 @@ def decide(images: np.ndarray, name: str, native: int = SIDE) -> tuple[Preset, d
         reasons["rotation, center_crop"] = "none, vertical flips instead (the paper's textures)"
         reasons["clone"] = "mixed gradients, as the paper's textures"
     reasons["resize_bounds"] = f"{p.resize_bounds[0]:g}-{p.resize_bounds[1]:g}, the paper's for {p.kind}s"
+    papers = (264, 256) if p.kind == "texture" else (256, 224)
     reasons["image_size, crop"] = (f"{p.image_size} px, crop {p.crop}: " +
-                                   ("the paper's" if native >= p.image_size else
+                                   ("the paper's" if (p.image_size, p.crop) == papers else
                                     f"the images' own {native} px (no upscaling), crop a multiple of 32"))
     reasons["n_max"] = f"{p.n_max} patches at most, the paper's for {p.kind}s"
     return p, reasons, measured

@@ -122,6 +122,14 @@ class Deployed(torch.nn.Module):
         if self.back:
             self.register_buffer("back_rows", torch.from_numpy(_weights(S, H, cv2.INTER_LINEAR)))
             self.register_buffer("back_cols", torch.from_numpy(_weights(S, W, cv2.INTER_LINEAR).T.copy()))
+        if th is not None:  # constants as buffers: a Python float would enter the graph as float32
+            from .thresholds import mask_region
+            from .viz import seen_box
+
+            self.register_buffer("image_t", torch.tensor(th.image, dtype=torch.float64))
+            self.register_buffer("scale_t", torch.tensor(th.scale, dtype=torch.float64))
+            self.register_buffer("pixel_t", torch.tensor(_f32(th.pixel), dtype=torch.float32))
+            self.register_buffer("region", torch.from_numpy(mask_region(seen_box(preset, S), S, (H, W))))
         # normalize caches the ImageNet statistics at first use: fill that cache now, with real
         # tensors, not inside the exporter's tracing, which would leave fake ones there
         normalize(torch.zeros((1, 1, 1, preset.channels), dtype=torch.uint8), preset.normalize)
@@ -157,16 +165,17 @@ class Deployed(torch.nn.Module):
             return full, score
         # the image decision in float64, as predict compares a Python float; the pixel one in float32
         s64 = score.double()
-        normalised = torch.clamp(0.5 + (s64 - th.image) / th.scale, 0.0, 1.0).float()
-        return full, score, normalised, s64 > th.image, full > _f32(th.pixel)
+        normalised = torch.clamp(0.5 + (s64 - self.image_t) / self.scale_t, 0.0, 1.0).float()
+        return full, score, normalised, s64 > self.image_t, (full > self.pixel_t) & self.region
 
 
 OUTPUTS = [("anomaly_map", "float32", ["N", "H", "W"], "the anomaly map at the input's size (higher: more anomalous)"),
            ("score", "float32", ["N"], "image score: the mean of the map at the evaluation size, as evaluate forms it")]
-DECISIONS = [("normalized_score", "float32", ["N"], ("0.5 at the image threshold, 0.5 more or less per spread "
-                                                    "of the normal scores (thresholds.scale), clipped to 0..1")),
+DECISIONS = [("normalized_score", "float32", ["N"], ("0 at the median normal score, 0.5 at the image threshold, "
+                                                    "1 at twice its distance from that median, clipped to 0..1")),
              ("is_defective", "bool", ["N"], "score > thresholds.image"),
-             ("defect_mask", "bool", ["N", "H", "W"], "anomaly_map > thresholds.pixel")]
+             ("defect_mask", "bool", ["N", "H", "W"], "anomaly_map > thresholds.pixel, inside the region the network "
+                                                       "sees less its edge (thresholds.EDGE)")]
 
 
 def pick_input_size(ckpt, preset, given: str | None) -> tuple[int, int]:
@@ -279,12 +288,17 @@ def pytorch_outputs(model, preset, th, files: list[Path], shape) -> dict[str, np
     from .evaluate import anomaly_maps
     from .inputs import to_input_size
 
-    maps = anomaly_maps(model, load_images(files, preset, eval_size(preset)), preset, torch.device("cpu"))
+    from .thresholds import mask_region
+    from .viz import seen_box
+
+    size = eval_size(preset)
+    maps = anomaly_maps(model, load_images(files, preset, size), preset, torch.device("cpu"))
     out = {"anomaly_map": np.stack([to_input_size(m, shape, None)[0] for m in maps]),
            "score": np.array([float(m.mean()) for m in maps])}
     if th is not None:
+        region = mask_region(seen_box(preset, size), size, tuple(shape))
         out.update(normalized_score=th.normalised(out["score"]), is_defective=th.defective(out["score"]),
-                   defect_mask=out["anomaly_map"] > th.pixel)
+                   defect_mask=(out["anomaly_map"] > th.pixel) & region)
     return out
 
 
@@ -311,6 +325,12 @@ def verify(ckpt, onnx_path, paths: list[str], batch: int = 8) -> int:
     pixels = [camera_pixels(f, inp, onnx_path) for f in files]  # every file checked before any work
     model, preset, _ = load_model(ckpt, torch.device("cpu"))
     th = load_for(ckpt)
+    stored = made.get("thresholds") or {}
+    if th is not None and stored and (stored.get("image"), stored.get("pixel")) != (th.image, th.pixel):
+        # decisions would differ for that reason alone: name it rather than blame the graph
+        raise InputError(f"{str(onnx_path)!r} carries other thresholds than {str(ckpt)!r} has now (image threshold "
+                         f"{stored.get('image'):.6g} in the export, {th.image:.6g} now): they were set again since "
+                         "the export; export again (--export onnx --overwrite) and verify that file.")
     want = pytorch_outputs(model, preset, th, files, inp.shape[1:3])
     runs = [sess.run(None, {inp.name: np.stack(pixels[i:i + batch])}) for i in range(0, len(files), batch)]
     got = {o.name: np.concatenate([r[k] for r in runs]) for k, o in enumerate(sess.get_outputs())}

@@ -71,7 +71,7 @@ def predict(ckpt, paths: list[str], out_dir, device=None) -> list[dict]:
     from .evaluate import anomaly_maps, load_model
     from .heatmaps import heatmap_figure, score_caption, score_text
     from .io import convert, decode, write_image
-    from .thresholds import load_for
+    from .thresholds import load_for, mask_region
     from .viz import display_max, seen_box
 
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -101,7 +101,8 @@ def predict(ckpt, paths: list[str], out_dir, device=None) -> list[dict]:
         caption = score_caption(str(name.parent / f.name), score, top, None if th is None else th.image, norm)
         write_image(out / name, heatmap_figure(shown, full, vmax, caption, shown_box, label))
         if th is not None:
-            mask, base = full > th.pixel, str(name)[:-len(HEATMAP_SUFFIX)]
+            mask = (full > th.pixel) & mask_region(box, size, full.shape)
+            base = str(name)[:-len(HEATMAP_SUFFIX)]
             row.update(mask=f"{base}{MASK_SUFFIX}", overlay=f"{base}{OVERLAY_SUFFIX}")
             write_image(out / row["mask"], (255 * mask).astype(np.uint8))
             write_image(out / row["overlay"], contour_overlay(shown, mask))
@@ -112,15 +113,15 @@ def predict(ckpt, paths: list[str], out_dir, device=None) -> list[dict]:
 
 
 def contour_overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The input (H, W, 3 uint8) with the defect mask's outline drawn in red, its inside tinted."""
+    """The input (H, W, 3 uint8) with the defect mask tinted red and outlined in yellow, a colour
+    that stands out on most products (red alone vanishes on red or brown surfaces)."""
     import cv2
 
     out = image.copy()
     if mask.any():
-        red = np.array([255, 0, 0], np.float32)
-        out[mask] = (0.7 * out[mask] + 0.3 * red).astype(np.uint8)
+        out[mask] = (0.6 * out[mask] + 0.4 * np.array([255, 0, 0], np.float32)).astype(np.uint8)
         contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        cv2.drawContours(out, contours, -1, (255, 0, 0), max(1, round(min(mask.shape) / 256)))
+        cv2.drawContours(out, contours, -1, (255, 230, 0), max(2, round(min(mask.shape) / 200)))
     return out
 
 

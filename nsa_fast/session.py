@@ -97,7 +97,7 @@ def resume_command(argv: list[str], cfg, resume: bool, world: int) -> str:
 
 def kept_out(held: list[Path], dataset) -> str:
     """The banner's line on the normal images training does not see, and what they are for."""
-    parts = [f"{len(held)} normal images by --holdout (listed in config.json)"] if held else []
+    parts = [f"{len(held)} normal image{'s' * (len(held) != 1)} by --holdout (listed in config.json)"] if held else []
     if dataset.validation:
         parts.append(f"{len(dataset.validation)} normal validation images ({dataset.layout} layout)")
     return f"\n  kept out of training, for the thresholds: {' and '.join(parts)}" if parts else ""

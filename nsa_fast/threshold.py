@@ -12,6 +12,7 @@ Exit codes: 0 success, 2 bad input.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -25,19 +26,18 @@ from .errors import InputError, warn
 
 TRAIN_SAMPLE = 32       # training images scored to see whether the normals look like them
 UNUSUAL = 0.5           # share of the normals above every training image's score that is suspicious
+AUTO_MIN_IMAGES = 20    # held-out images below which training sets no threshold itself (a rate of 5 %)
 
 
 def score_images(model, preset, files: list[Path], device) -> tuple[np.ndarray, np.ndarray]:
-    """Image scores (N,) and the map values of the pixels the network sees, (N * seen,)."""
+    """Image scores (N,) and the map values of the pixels defect masks may mark (``thresholds.mask_region``)."""
     from .data import eval_size, load_images
     from .evaluate import anomaly_maps
     from .viz import seen_box
 
     size = eval_size(preset)
     maps = anomaly_maps(model, load_images(files, preset, size), preset, device)
-    box = seen_box(preset, size)
-    seen = maps if box is None else maps[:, box[0]:box[1], box[2]:box[3]]
-    return maps.reshape(len(maps), -1).mean(1), seen.reshape(-1)
+    return maps.reshape(len(maps), -1).mean(1), maps[:, thresholds.mask_region(seen_box(preset, size), size)]
 
 
 def run_config(ckpt: Path) -> dict | None:
@@ -64,22 +64,32 @@ def training_files(ckpt: Path) -> list[Path] | None:
     if not cfg or "config" not in cfg:
         return None
     c = cfg["config"]
+    root = cfg.get("data_root") or c.get("data")  # data_root: absolute, so any working folder finds it
     try:
-        files = open_dataset(resolve_root(c["data"]), c["category"], c.get("layout", "auto")).train
-    except (NsaError, KeyError, OSError):
+        files = open_dataset(resolve_root(root), c["category"], c.get("layout", "auto")).train
+    except (NsaError, KeyError, OSError, TypeError):
+        print(f"note: the training images of {str(ckpt)!r} (data {root!r}) cannot be read from here, so the normal "
+              "images are not checked against them")
         return None
     kept = {Path(p).resolve() for p in cfg.get("holdout_files", [])}
     return [f for f in files if f.resolve() not in kept]
 
 
+def _digest(path: Path) -> str:
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+
+
 def check_unseen(files: list[Path], trained_on: list[Path] | None) -> None:
+    """Refuse normal images the model trained on, by content: a copy under another name too."""
     if trained_on is None:
         return
-    seen = {f.resolve() for f in trained_on} & {f.resolve() for f in files}
+    known = {_digest(f) for f in trained_on}
+    seen = [f for f in files if _digest(f) in known]
     if seen:
-        raise InputError(f"{len(seen)} of the {len(files)} normal images were trained on (e.g. {str(min(seen))!r}); "
-                         "a model scores its training images lower than new ones, so the threshold would reject too "
-                         "many good parts. Give normal images kept out of training (train with --holdout).")
+        raise InputError(f"{len(seen)} of the {len(files)} normal images were trained on (e.g. {str(seen[0])!r}, the "
+                         "same file content); a model scores its training images lower than new ones, so the "
+                         "threshold would reject too many good parts. Give normal images kept out of training (train "
+                         "with --holdout).")
 
 
 def check_usual(scores: np.ndarray, reference: np.ndarray | None) -> None:
@@ -127,14 +137,20 @@ def set_thresholds(ckpt: Path, files: list[Path], source: str, false_reject: flo
     return th
 
 
-def thresholds_after_training(ckpt: Path, files: list[Path], device) -> tuple[str, Path, str]:
+def thresholds_after_training(ckpt: Path, files: list[Path], device) -> tuple[str, Path, str] | None:
     """Thresholds on the run's held-out normals at the default rates, or at the smallest false-reject
-    rate they support; the run's outputs line for them."""
+    rate they support down to AUTO_MIN_IMAGES of them; the run's outputs line for them (None: too
+    few images, said in a note)."""
+    if len(files) < AUTO_MIN_IMAGES:
+        print(f"note: {len(files)} held-out normal images are too few for a threshold (a false-reject rate of 1/"
+              f"{len(files)} would be guessed from one image); none is set. Hold out {AUTO_MIN_IMAGES} or more, or "
+              f"set one later: python -m nsa_fast.threshold --checkpoint {ckpt} --normals DIR")
+        return None
     rate = max(thresholds.DEFAULT_FALSE_REJECT, 1 / len(files))
     if rate > thresholds.DEFAULT_FALSE_REJECT:
         print(f"note: {len(files)} held-out normal images support false-reject rates down to {100 * rate:.3g} %, "
               f"not {100 * thresholds.DEFAULT_FALSE_REJECT:g} %; the threshold is set there")
-    th = set_thresholds(ckpt, files, "the run's held-out normal images", rate,
+    th = set_thresholds(ckpt, files, thresholds.HELD_OUT, rate,
                         thresholds.DEFAULT_FALSE_POSITIVE_PIXELS, device, overwrite=True, given=False)
     print(th.describe())
     path = thresholds.path_for(ckpt)
@@ -164,9 +180,9 @@ def _main(argv) -> int:
     a = ap.parse_args(argv)
     ckpt = Path(a.checkpoint)
     if a.normals:
-        files, source = collect(a.normals), " ".join(a.normals)
+        files, source = collect(a.normals), " ".join(str(Path(n).resolve()) for n in a.normals)
     else:
-        files, source = held_out(ckpt), "the run's held-out normal images"
+        files, source = held_out(ckpt), thresholds.HELD_OUT
         if not files:
             raise InputError(f"no normal images to set thresholds on: the run of {str(ckpt)!r} kept none out of training. "
                              "Give --normals DIR (good parts the model never saw), or train with --holdout 0.2.")

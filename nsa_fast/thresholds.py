@@ -27,17 +27,35 @@ import numpy as np
 
 from .errors import InputError
 
+HELD_OUT = "the run's held-out normal images"   # the normals' source when the run kept them
 DEFAULT_FALSE_REJECT = 0.01
 DEFAULT_FALSE_POSITIVE_PIXELS = 0.001
 BOOTSTRAP = 2000        # resamples of the interval
 FEW_ABOVE = 5           # fewer normals above the threshold than this: the interval is wide, say so
+# The network's map rises along the edges of what it sees (its zero padding), on good parts too: the
+# pixel threshold is set, and defect masks drawn, this many evaluation pixels inside those edges.
+EDGE = 2
+
+
+def mask_region(box: tuple[int, int, int, int] | None, size: int, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Where defect masks may mark pixels: the region the network sees (``viz.seen_box``, None:
+    the whole size x size evaluation image) less EDGE pixels at each side, as a bool map of the
+    evaluation size, or brought to ``shape`` (H, W) by the nearest pixel, as the map is resized."""
+    import cv2
+
+    y0, y1, x0, x1 = box if box is not None else (0, size, 0, size)
+    inside = np.zeros((size, size), np.uint8)
+    inside[y0 + EDGE:y1 - EDGE, x0 + EDGE:x1 - EDGE] = 1
+    if shape is not None and shape != (size, size):
+        inside = cv2.resize(inside, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+    return inside.astype(bool)
 
 
 @dataclass(frozen=True)
 class Thresholds:
     image: float                    # an image is defective when its score is above this
     pixel: float                    # a pixel is marked defective when its map value is above this
-    scale: float                    # spread of the normal scores (max - min): the normalised score's unit
+    scale: float                    # twice the threshold's distance from the median normal score
     false_reject: float             # the rate asked
     achieved: float                 # the share of the normals above ``image``
     interval: tuple[float, float]   # bootstrap 95 % interval of the false-reject rate
@@ -50,18 +68,27 @@ class Thresholds:
     checkpoint_sha256: str
 
     def normalised(self, score):
-        """0.5 at the threshold, 0.5 more or less per the normal scores' spread, clipped to 0..1."""
+        """0 at the median normal score, 0.5 at the threshold, 1 at twice the threshold's distance
+        from that median; clipped to 0..1."""
         return np.clip(0.5 + (np.asarray(score, np.float64) - self.image) / self.scale, 0.0, 1.0)
 
     def defective(self, score):
         return np.asarray(score) > self.image
 
+    @property
+    def expected(self) -> float:
+        """The false-reject rate to expect on new normal images, on average: a threshold between
+        the k-th and (k+1)-th highest of n normal scores leaves about (k + 1/2) / (n + 1) of new
+        ones above it (order statistics), a little more than the k / n on the normals themselves."""
+        return (round(self.achieved * self.n_images) + 0.5) / (self.n_images + 1)
+
     def describe(self) -> str:
         lo, hi = self.interval
         return (f"image threshold {self.image:.6g}: {100 * self.achieved:.2f} % of {self.n_images} normal images above "
-                f"it (asked {100 * self.false_reject:g} %; 95 % interval of the rate on new normal images "
-                f"{100 * lo:.2f}-{100 * hi:.2f} %); pixel threshold {self.pixel:.6g}: {100 * self.pixels_achieved:.3f} % "
-                f"of {self.n_pixels} normal pixels above it (asked {100 * self.false_positive_pixels:g} %)")
+                f"it (rate {100 * self.false_reject:.3g} %); on new normal images expect about "
+                f"{100 * self.expected:.1f} % (95 % interval {100 * lo:.1f}-{100 * hi:.1f} %). Pixel threshold "
+                f"{self.pixel:.6g}: {100 * self.pixels_achieved:.3f} % of {self.n_pixels} normal pixels above it "
+                f"(asked {100 * self.false_positive_pixels:g} %)")
 
 
 def check_rate(rate: float, name: str) -> float:
@@ -76,8 +103,8 @@ def place(values: np.ndarray, rate: float) -> tuple[float, float]:
     v = np.sort(np.asarray(values, np.float64).reshape(-1))
     n = v.size
     k = math.floor(rate * n + 1e-9)
-    if k < 1:
-        raise ValueError("no value above the threshold")
+    if not 1 <= k < n:
+        raise ValueError(f"{k} of {n} values above the threshold")
     t = float(0.5 * (v[n - k - 1] + v[n - k]))
     return t, float((v > t).mean())
 
@@ -87,7 +114,11 @@ def least_images(rate: float) -> int:
 
 
 def check_enough(n: int, rate: float, what: str, option: str) -> None:
-    """One normal image (or pixel) at least must lie above the threshold for the rate to mean anything."""
+    """One normal image (or pixel) at least must lie above the threshold for the rate to mean
+    anything, and one at least below it."""
+    if math.floor(rate * n + 1e-9) >= n:
+        raise InputError(f"a rate of {100 * rate:g} % leaves none of {n} normal {what} below the threshold; ask "
+                         f"{option} well below 1 (0.01 is 1 %).")
     if math.floor(rate * n + 1e-9) < 1:
         raise InputError(f"{n} normal {what} cannot support a rate of {100 * rate:g} % (one in {least_images(rate)} "
                          f"must lie above the threshold, so at least {least_images(rate)} are needed); the smallest "
@@ -126,8 +157,10 @@ def make(scores: np.ndarray, pixels: np.ndarray, ckpt: Path, normals: str, false
     check_enough(pixels.size, false_positive_pixels, "pixels", "--false-positive-pixels")
     image, achieved = place(scores, false_reject)
     pixel, pixels_achieved = place(pixels, false_positive_pixels)
-    spread = float(scores.max() - scores.min())
-    return Thresholds(image=image, pixel=pixel, scale=spread if spread > 0 else 1.0, false_reject=false_reject,
+    scale = 2 * (image - float(np.median(scores)))
+    if not scale > 0:  # rates of a half and more put the threshold at or below the median
+        scale = float(scores.max() - scores.min()) or 1.0
+    return Thresholds(image=image, pixel=pixel, scale=scale, false_reject=false_reject,
                       achieved=achieved, interval=bootstrap_interval(scores, false_reject, seed),
                       false_positive_pixels=false_positive_pixels, pixels_achieved=pixels_achieved,
                       n_images=int(scores.size), n_pixels=int(pixels.size), normals=normals,
@@ -160,7 +193,9 @@ def load_for(ckpt, path=None) -> Thresholds | None:
         raise InputError(f"{str(path)!r} is not a thresholds file of this nsa_fast version ({err}); make it again "
                          "with python -m nsa_fast.threshold.") from err
     if th.checkpoint_sha256 != file_sha256(Path(ckpt)):
+        normals = "" if th.normals == HELD_OUT else f" --normals {th.normals}"
         raise InputError(f"the thresholds in {str(path)!r} were set for another state of {str(ckpt)!r} (it has been "
-                         "trained since); set them again: python -m nsa_fast.threshold --checkpoint "
-                         f"{ckpt} --overwrite")
+                         "trained since); set them again as they were made: python -m nsa_fast.threshold --checkpoint "
+                         f"{ckpt}{normals} --false-reject {th.false_reject:g} --false-positive-pixels "
+                         f"{th.false_positive_pixels:g} --overwrite")
     return th

@@ -308,8 +308,9 @@ def _run(cfg, preset, resume, overwrite, epochs_given, rank, world, local, devic
     if rank == 0:
         write_text_atomic(out / "config.json", json.dumps(
             {"config": dataclasses.asdict(cfg), "preset": preset.to_dict(), "world_size": world, "device": str(device),
-             "input_size": input_size(files), "holdout_files": [str(f) for f in held],
-             "validation_files": [str(f) for f in dataset.validation]}, indent=2))
+             "input_size": input_size(files), "data_root": str(root.resolve()),
+             "holdout_files": [str(f.resolve()) for f in held],
+             "validation_files": [str(f.resolve()) for f in dataset.validation]}, indent=2))
     end = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, start + cfg.stop_after)
     if start >= cfg.epochs and rank == 0:
         print(f"note: the run in {str(out)!r} has already trained all its {cfg.epochs} epochs")
@@ -352,7 +353,7 @@ def _run(cfg, preset, resume, overwrite, epochs_given, rank, world, local, devic
     if end == cfg.epochs and (held or dataset.validation):
         from .threshold import thresholds_after_training
 
-        run_outputs.append(thresholds_after_training(out / "last.pt", held + dataset.validation, device))
+        run_outputs += filter(None, [thresholds_after_training(out / "last.pt", held + dataset.validation, device)])
     if evaluate and end == cfg.epochs:
         from .evaluate import report
 

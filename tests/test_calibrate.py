@@ -54,8 +54,10 @@ def test_sizes_are_the_papers_where_the_images_are_large_enough_and_never_upscal
     small, large = decide(_texture(12), "t", native=256)[0], decide(_texture(12), "t", native=1024)[0]
     assert (large.image_size, large.crop) == (264, 256)
     assert small.image_size <= 256 and small.crop % 32 == 0 and small.crop < small.image_size
-    obj = decide(_objects(12, moving=True), "o", native=200)[0]
+    obj, why, _ = decide(_objects(12, moving=True), "o", native=200)
     assert obj.image_size == 200 and obj.crop % 32 == 0 and obj.crop < obj.center_crop <= 200
+    assert "the images' own 200 px (no upscaling)" in why["image_size, crop"]
+    assert decide(_objects(12, moving=True), "o", native=256)[1]["image_size, crop"].endswith("the paper's")
 
 
 def test_a_texture_is_called_a_texture_with_the_papers_texture_rules():

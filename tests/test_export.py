@@ -281,3 +281,15 @@ def test_the_docs_example_classifies_an_image_with_onnxruntime_alone(colour, tra
     assert run.returncode == 0, run.stderr
     decision = "defective" if want["is_defective"][i] else "good"
     assert run.stdout == f"score {want['score'][i]:.6f}: {decision}\n"
+
+
+def test_verify_export_names_thresholds_set_again_since_the_export(colour, tmp_path, capsys):
+    ckpt, onnx_dir, files, th, want = colour
+    run = tmp_path / "run"
+    shutil.copytree(ckpt.parent, run)
+    again = thresholds.make(want["score"], want["anomaly_map"], run / "last.pt", "test", 0.5, 0.01)
+    thresholds.save(again, run / "last.pt")
+    rc = predict_main(["--checkpoint", str(run / "last.pt"), "--verify-export", str(run / "onnx" / "model.onnx"),
+                       *map(str, files[:2])])
+    err = one_error(capsys)
+    assert rc == 2 and "carries other thresholds" in err and "export again" in err

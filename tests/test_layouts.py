@@ -65,7 +65,7 @@ def make_mvtec_ad2(root: Path, category: str = "can") -> Path:
     d = root / category
     for i, img in enumerate(_images(6, 0)):
         _write(d / "train" / "good" / f"{i:03d}_regular.png", img)
-    for i, img in enumerate(_images(3, 2)):
+    for i, img in enumerate(_images(20, 2)):  # enough for training to set the thresholds on them (5 %)
         _write(d / "validation" / "good" / f"{i:03d}_regular.png", img)
     for i, img in enumerate(_images(2, 1)):
         _write(d / "test_public" / "good" / f"{i:03d}_regular.png", img)
@@ -153,7 +153,7 @@ def test_visa_masks_of_0_1_and_0_255_mark_the_same_pixels(tmp_path, value):
 def test_mvtec_ad2_keeps_validation_and_private_sets_out_of_training(tmp_path):
     root = make_mvtec_ad2(tmp_path)
     ds = open_dataset(root, "can")
-    assert len(ds.validation) == 3 and not set(ds.validation) & set(ds.train)
+    assert len(ds.validation) == 20 and not set(ds.validation) & set(ds.train)
     assert sorted(ds.unlabelled) == ["test_private", "test_private_mixed"]
     assert all(p.parent.name.startswith("test_private") for v in ds.unlabelled.values() for p in v)
     assert train_files(root, "can") == ds.train
@@ -203,11 +203,11 @@ def test_each_layout_trains_and_evaluates_end_to_end(tmp_path, layout, capsys):
     assert "Results on" in printed
     assert (f"({expect} layout)" in printed.splitlines()[0]) == (expect not in ("mvtec", "generic"))
     if layout == "mvtec_ad2":
-        assert "kept out of training, for the thresholds: 3 normal validation images (mvtec_ad2 layout)" in printed
-        assert len(config["validation_files"]) == 3 and not set(config["validation_files"]) & {
-            str(p) for p in (root / category / "train" / "good").iterdir()}
+        assert "kept out of training, for the thresholds: 20 normal validation images (mvtec_ad2 layout)" in printed
+        assert len(config["validation_files"]) == 20 and not set(config["validation_files"]) & {
+            str(p.resolve()) for p in (root / category / "train" / "good").iterdir()}
         th = json.loads((out / "last.thresholds.json").read_text())  # set on the validation images alone
-        assert th["n_images"] == 3 and th["normals"] == "the run's held-out normal images"
+        assert th["n_images"] == 20 and th["false_reject"] == 0.05 and th["normals"] == "the run's held-out normal images"
         private = root / category / "test_private"
         assert _cli("predict", ["--checkpoint", str(out / "last.pt"), str(private), "--out", str(tmp_path / "p")]) == 0
         rows = (tmp_path / "p" / "scores.csv").read_text().splitlines()

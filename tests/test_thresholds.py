@@ -7,6 +7,7 @@ import csv
 import json
 import math
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -50,9 +51,19 @@ def test_a_rate_the_normals_cannot_support_is_refused_with_the_rate_they_can():
     with pytest.raises(thresholds.InputError, match=r"20 normal images cannot support a rate of 1 %.*1/20 = 5 %"):
         thresholds.check_enough(20, 0.01, "images", "--false-reject")
     thresholds.check_enough(100, 0.01, "images", "--false-reject")
+    with pytest.raises(thresholds.InputError, match="leaves none of 20 normal images below"):
+        thresholds.check_enough(20, 1 - 1e-12, "images", "--false-reject")
     for bad in (0.0, 1.0, -0.1, 1.5):
         with pytest.raises(thresholds.InputError, match="strictly between 0 and 1"):
             thresholds.check_rate(bad, "--false-reject")
+
+
+def test_the_expected_rate_on_new_normals_is_that_of_the_order_statistics():
+    rng = np.random.default_rng(3)
+    made = [thresholds.place(rng.normal(size=100), 0.01)[0] for _ in range(2000)]
+    th = thresholds.make(rng.normal(size=100), np.arange(2000.0), __file__, "x", 0.01)
+    assert th.achieved == 0.01 and th.expected == pytest.approx(1.5 / 101)
+    assert float(np.mean(norm.sf(made))) == pytest.approx(th.expected, rel=0.1)  # the mean over many draws
 
 
 def test_the_normalised_score_is_one_half_at_the_threshold_and_keeps_the_order():
@@ -189,6 +200,8 @@ def test_predict_writes_decisions_masks_and_overlays_at_the_stored_thresholds(ru
         changed = np.abs(overlay.astype(int) - image).max(-1) > 0
         assert changed.any() == (mask > 0).any()  # the contour is drawn where, and only where, a mask is
         assert not (changed & ~cv2.dilate(mask, np.ones((5, 5), np.uint8)).astype(bool)).any()
+        # never on the edge of the region the network sees, where its map rises on good parts too
+        assert not (mask > 0)[~thresholds.mask_region((8, 72, 8, 72), 80, mask.shape)].any()  # crop 64 of 80
 
 
 def test_predict_without_thresholds_says_how_to_get_them(run, tmp_path, capsys):
@@ -211,3 +224,56 @@ def test_a_run_from_before_holdout_resumes_and_a_changed_holdout_is_refused():
     rundir.check_resume(saved, {"category": "demo", "seed": 0, "epochs": 3, "holdout": 0.0}, {"crop": 64}, 1)
     with pytest.raises(rundir.NsaError, match=r"holdout: 0.0 in last.pt, 0.2 now"):
         rundir.check_resume(saved, {"category": "demo", "seed": 0, "epochs": 3, "holdout": 0.2}, {"crop": 64}, 1)
+
+
+def test_the_pixel_threshold_and_the_masks_leave_out_the_rim_of_what_the_network_sees(monkeypatch):
+    """The map rises along the crop's edge on good parts too: neither threshold nor mask counts it."""
+    from nsa_fast import evaluate
+    from nsa_fast import threshold as cmd
+    from nsa_fast.presets import Preset
+
+    preset = Preset(name="t", kind="object", image_size=80, center_crop=72, crop=64)
+    rng = np.random.default_rng(0)
+    maps = rng.uniform(0, 0.1, (5, 80, 80)).astype(np.float32)
+    maps[:, 8:72, 8:72][:, [0, -1]] = 1.0  # the rim rows of the crop (8..71)
+    maps[:, 8:72, 8:72][:, :, [0, -1]] = 1.0
+    maps[:, :8] = maps[:, 72:] = maps[:, :, :8] = maps[:, :, 72:] = 0  # zero padding
+    monkeypatch.setattr("nsa_fast.data.load_images", lambda files, p, size: np.zeros((5, 80, 80, 3), np.uint8))
+    monkeypatch.setattr(evaluate, "anomaly_maps", lambda model, images, p, device: maps)
+    scores, pixels = cmd.score_images(None, preset, [None] * 5, "cpu")
+    assert pixels.size == 5 * (64 - 2 * thresholds.EDGE) ** 2 and pixels.max() < 0.1
+    region = thresholds.mask_region((8, 72, 8, 72), 80)
+    assert region.sum() == 60 * 60 and not region[8:10].any() and region[10, 10] and region[69, 69] and not region[70, 70]
+    big = thresholds.mask_region((8, 72, 8, 72), 80, (160, 240))
+    assert big.shape == (160, 240) and not big[:20].any() and big[20:140, 30:210].all()
+
+
+def test_too_few_held_out_images_set_no_threshold_after_training(tmp_path, capsys):
+    from nsa_fast.threshold import AUTO_MIN_IMAGES, thresholds_after_training
+
+    ckpt = tmp_path / "last.pt"
+    assert thresholds_after_training(ckpt, [tmp_path / f"{i}.png" for i in range(AUTO_MIN_IMAGES - 1)], "cpu") is None
+    said = capsys.readouterr().out
+    assert f"{AUTO_MIN_IMAGES - 1} held-out normal images are too few for a threshold" in said
+    assert "--normals DIR" in said and not thresholds.path_for(ckpt).exists()
+
+
+def test_copies_of_training_images_are_refused_and_stale_advice_repeats_how_they_were_made(run, tmp_path, capsys):
+    root, out = run
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    cfg = json.loads((out / "config.json").read_text())
+    trained = sorted(set((root / "demo" / "train" / "good").glob("*.png")) - {Path(p) for p in cfg["holdout_files"]})
+    for i, f in enumerate(trained[:12]):
+        shutil.copy(f, copies / f"renamed_{i}.png")
+    assert threshold_main(["--checkpoint", str(out / "last.pt"), "--normals", str(copies), "--false-reject", "0.1"]) == 2
+    assert "12 of the 12 normal images were trained on" in capsys.readouterr().err
+    ckpt = tmp_path / "last.pt"
+    shutil.copy(out / "last.pt", ckpt)
+    good = root / "demo" / "test" / "good"
+    assert threshold_main(["--checkpoint", str(ckpt), "--normals", str(good), "--false-reject", "0.2"]) == 0
+    with open(ckpt, "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(thresholds.InputError) as err:
+        thresholds.load_for(ckpt)
+    assert f"--normals {good.resolve()} --false-reject 0.2 --false-positive-pixels 0.001 --overwrite" in str(err.value)
