@@ -174,8 +174,8 @@ OUTPUTS = [("anomaly_map", "float32", ["N", "H", "W"], "the anomaly map at the i
 DECISIONS = [("normalized_score", "float32", ["N"], ("0 at the median normal score, 0.5 at the image threshold, "
                                                     "1 at twice its distance from that median, clipped to 0..1")),
              ("is_defective", "bool", ["N"], "score > thresholds.image"),
-             ("defect_mask", "bool", ["N", "H", "W"], "anomaly_map > thresholds.pixel, inside the region the network "
-                                                       "sees less its edge (thresholds.EDGE)")]
+             ("defect_mask", "bool", ["N", "H", "W"], ("anomaly_map > thresholds.pixel, inside the region the network "
+                                                       "sees less its edge (thresholds.EDGE)"))]
 
 
 def pick_input_size(ckpt, preset, given: str | None) -> tuple[int, int]:
@@ -287,7 +287,6 @@ def pytorch_outputs(model, preset, th, files: list[Path], shape) -> dict[str, np
     from .data import eval_size, load_images
     from .evaluate import anomaly_maps
     from .inputs import to_input_size
-
     from .thresholds import mask_region
     from .viz import seen_box
 

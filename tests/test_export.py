@@ -284,7 +284,7 @@ def test_the_docs_example_classifies_an_image_with_onnxruntime_alone(colour, tra
 
 
 def test_verify_export_names_thresholds_set_again_since_the_export(colour, tmp_path, capsys):
-    ckpt, onnx_dir, files, th, want = colour
+    ckpt, _, files, _, want = colour
     run = tmp_path / "run"
     shutil.copytree(ckpt.parent, run)
     again = thresholds.make(want["score"], want["anomaly_map"], run / "last.pt", "test", 0.5, 0.01)

@@ -240,7 +240,7 @@ def test_the_pixel_threshold_and_the_masks_leave_out_the_rim_of_what_the_network
     maps[:, :8] = maps[:, 72:] = maps[:, :, :8] = maps[:, :, 72:] = 0  # zero padding
     monkeypatch.setattr("nsa_fast.data.load_images", lambda files, p, size: np.zeros((5, 80, 80, 3), np.uint8))
     monkeypatch.setattr(evaluate, "anomaly_maps", lambda model, images, p, device: maps)
-    scores, pixels = cmd.score_images(None, preset, [None] * 5, "cpu")
+    _, pixels = cmd.score_images(None, preset, [None] * 5, "cpu")
     assert pixels.size == 5 * (64 - 2 * thresholds.EDGE) ** 2 and pixels.max() < 0.1
     region = thresholds.mask_region((8, 72, 8, 72), 80)
     assert region.sum() == 60 * 60 and not region[8:10].any() and region[10, 10] and region[69, 69] and not region[70, 70]
