@@ -26,7 +26,9 @@ def list_images(folder: str | Path) -> list[Path]:
                          "Check --data and --category (MVTec layout: ROOT/CLASS/train/good).")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise InputError(f"the folder {str(folder)!r} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
+        subs = sorted(d.name for d in folder.iterdir() if d.is_dir())
+        inside = f"; give its sub-folders instead ({', '.join(subs[:6])}{', ...' if len(subs) > 6 else ''})" if subs else ""
+        raise InputError(f"the folder {str(folder)!r} holds no images ({', '.join(IMAGE_SUFFIXES)}){inside}.")
     return files
 
 

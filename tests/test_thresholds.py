@@ -158,6 +158,9 @@ def test_threshold_needs_normals_the_model_never_saw(run, tmp_path, capsys):
     nothing.mkdir()
     assert threshold_main(["--checkpoint", str(out / "last.pt"), "--normals", str(nothing)]) == 2
     assert "holds no images" in capsys.readouterr().err
+    (nothing / "good").mkdir()
+    assert threshold_main(["--checkpoint", str(out / "last.pt"), "--normals", str(nothing)]) == 2
+    assert "give its sub-folders instead (good)" in capsys.readouterr().err
     trained_on = root / "demo" / "train" / "good"
     assert threshold_main(["--checkpoint", str(out / "last.pt"), "--normals", str(trained_on),
                            "--false-reject", "0.1"]) == 2
