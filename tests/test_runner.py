@@ -45,6 +45,7 @@ def test_the_chart_sets_the_papers_figures_beside_the_measured_ones(tmp_path, mo
     assert len(runner.PAPER) == 15 and runner.PAPER["transistor"] == (95.1, 88.0, 75.3)
 
 
+@pytest.mark.slow  # trains two seeds, half a minute; CI runs -m slow
 def test_runner_trains_and_tabulates_two_seeds(tmp_path):
     root = ensure_demo(tmp_path / "data")
     rc = main(["--data", str(root), "--categories", "demo", "--seeds", "0,1", "--out", str(tmp_path / "t"), "--",

@@ -457,6 +457,7 @@ def test_synthetic_anomaly_counts_reach_log_csv(demo_root, tmp_path, pipeline):
         assert 0 <= int(r["empty_labels"]) <= 16
 
 
+@pytest.mark.slow  # tens of seconds of training; CI runs -m slow
 def test_resume_without_epochs_continues_the_run_as_it_was(demo_root, tmp_path, capsys):
     common = ("--steps-per-epoch", "1", "--no-eval", "--workers", "0")
     assert main(["--data", str(demo_root), "--category", "demo", "--out", str(tmp_path), *SMALL, "--epochs", "3",
