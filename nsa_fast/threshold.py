@@ -12,7 +12,6 @@ Exit codes: 0 success, 2 bad input.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -75,16 +74,12 @@ def training_files(ckpt: Path) -> list[Path] | None:
     return [f for f in files if f.resolve() not in kept]
 
 
-def _digest(path: Path) -> str:
-    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
-
-
 def check_unseen(files: list[Path], trained_on: list[Path] | None) -> None:
     """Refuse normal images the model trained on, by content: a copy under another name too."""
     if trained_on is None:
         return
-    known = {_digest(f) for f in trained_on}
-    seen = [f for f in files if _digest(f) in known]
+    known = {thresholds.file_sha256(f) for f in trained_on}
+    seen = [f for f in files if thresholds.file_sha256(f) in known]
     if seen:
         raise InputError(f"{len(seen)} of the {len(files)} normal images were trained on (e.g. {str(seen[0])!r}, the "
                          "same file content); a model scores its training images lower than new ones, so the "
